@@ -1,0 +1,238 @@
+"""The run directory: the one contract between the worker (writer) and the console (reader).
+
+Layout (see docs/architecture.md)::
+
+    $LOWRANK_HOME/runs/<run_id>/
+        config.yaml     the fully resolved experiment
+        status.json     state, pids, epoch, heartbeat ... written atomically under a lock
+        metrics.jsonl   one JSON object per event, appended and flushed
+        output.log      the worker's stdout + stderr
+        checkpoint.pt   last state; best.pt the best on validation
+    $LOWRANK_HOME/results.csv   one row per finished run, appended under a file lock
+
+A run killed at any instant leaves a readable directory: status.json is replaced by
+rename (never half-written) and metrics lines are written with a single ``write`` so a
+reader sees whole lines; :func:`read_metrics` also skips a trailing partial line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as _dt
+import fcntl
+import io
+import json
+import os
+import secrets
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+STATES = ("queued", "running", "finished", "failed", "killed")
+FINAL_STATES = ("finished", "failed", "killed")
+
+CONFIG_FILE = "config.yaml"
+STATUS_FILE = "status.json"
+METRICS_FILE = "metrics.jsonl"
+LOG_FILE = "output.log"
+CHECKPOINT_FILE = "checkpoint.pt"
+BEST_FILE = "best.pt"
+RESULTS_FILE = "results.csv"
+
+# Columns of results.csv, fixed so that a notebook's read_csv never sees ragged rows.
+RESULT_COLUMNS = (
+    "run_id", "name", "sweep", "state", "model", "dataset", "method", "hp", "budget",
+    "params", "macs", "dense_params", "dense_macs", "epochs", "seed",
+    "final_val_err1", "best_val_err1", "test_err1", "test_err5", "test_loss",
+    "train_seconds", "ended", "run_dir",
+)
+
+
+def lowrank_home() -> Path:
+    """Where runs live: ``$LOWRANK_HOME``, or ``./.lowrank`` in the current directory."""
+    return Path(os.environ.get("LOWRANK_HOME", ".lowrank")).expanduser().resolve()
+
+
+def runs_root(home: Path | None = None) -> Path:
+    """The folder holding one sub-folder per run."""
+    return (home or lowrank_home()) / "runs"
+
+
+def now_iso() -> str:
+    """Current UTC time as ISO 8601 with seconds, the format of every timestamp we write."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def new_run_id(name: str) -> str:
+    """A sortable, unique id: ``YYYYmmdd-HHMMSS-<name>-<4 hex>``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in name)[:40] or "run"
+    return f"{stamp}-{safe}-{secrets.token_hex(2)}"
+
+
+# ---------------------------------------------------------------- atomic files and locks
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old or the new file, never half."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock (fcntl) on ``path``, created if missing."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+# ---------------------------------------------------------------- run directory
+
+class RunDir:
+    """One run's directory: create it, update its status, append its metrics."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @property
+    def home(self) -> Path:
+        """The LOWRANK_HOME this run belongs to (parent of ``runs/``)."""
+        return self.path.parent.parent
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    # -- creation ---------------------------------------------------------------------
+    @classmethod
+    def create(cls, config: dict[str, Any], *, home: Path | None = None,
+               run_id: str | None = None, extra_status: dict[str, Any] | None = None) -> "RunDir":
+        """Make a new run directory holding the resolved config and a ``queued`` status."""
+        root = runs_root(home)
+        root.mkdir(parents=True, exist_ok=True)
+        run_id = run_id or new_run_id(str(config.get("name", "run")))
+        path = root / run_id
+        path.mkdir(parents=False, exist_ok=False)
+        run = cls(path)
+        atomic_write_text(run.file(CONFIG_FILE), yaml.safe_dump(config, sort_keys=False))
+        status = {"run_id": run_id, "name": config.get("name", run_id), "state": "queued",
+                  "created": now_iso(), "host": socket.gethostname(),
+                  "epoch": 0, "epochs": config.get("train", {}).get("epochs")}
+        status.update(extra_status or {})
+        atomic_write_text(run.file(STATUS_FILE), json.dumps(status, indent=2))
+        return run
+
+    # -- config -----------------------------------------------------------------------
+    def read_config(self) -> dict[str, Any]:
+        """The resolved experiment as saved at creation."""
+        return yaml.safe_load(self.file(CONFIG_FILE).read_text(encoding="utf-8"))
+
+    # -- status -----------------------------------------------------------------------
+    def read_status(self) -> dict[str, Any]:
+        """The current status (an empty dict if the file is missing)."""
+        return read_json(self.file(STATUS_FILE))
+
+    def update_status(self, **fields: Any) -> dict[str, Any]:
+        """Merge ``fields`` into status.json atomically, under the run's lock.
+
+        Worker and launcher both write status; the lock serialises their
+        read-modify-write so neither loses the other's fields. A final state
+        (finished/failed/killed) is never overwritten by ``running``.
+        """
+        with file_lock(self.file(".status.lock")):
+            status = self.read_status()
+            if status.get("state") in FINAL_STATES and fields.get("state") == "running":
+                fields = {k: v for k, v in fields.items() if k != "state"}
+            status.update(fields)
+            atomic_write_text(self.file(STATUS_FILE), json.dumps(status, indent=2, default=str))
+            return status
+
+    # -- metrics ----------------------------------------------------------------------
+    def append_metric(self, record: dict[str, Any]) -> None:
+        """Append one event to metrics.jsonl with a single write, flushed to disk."""
+        record = {"time": time.time(), **record}
+        line = (json.dumps(record, default=float) + "\n").encode("utf-8")
+        fd = os.open(self.file(METRICS_FILE), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """Every whole event in metrics.jsonl (a torn last line is skipped)."""
+        return read_jsonl(self.file(METRICS_FILE))
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; empty dict when missing or unreadable mid-replace."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def read_jsonl(path: Path, offset: int = 0) -> list[dict[str, Any]]:
+    """Whole JSON lines of ``path`` from byte ``offset``; a trailing partial line is ignored."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            data = handle.read()
+    except FileNotFoundError:
+        return []
+    records = []
+    for raw in data.split(b"\n")[:-1]:  # the piece after the last newline is incomplete
+        if raw.strip():
+            try:
+                records.append(json.loads(raw))
+            except json.JSONDecodeError:
+                continue
+    return records
+
+
+# ---------------------------------------------------------------- results.csv
+
+def append_result(row: dict[str, Any], home: Path | None = None) -> Path:
+    """Append one row to ``$LOWRANK_HOME/results.csv`` under an exclusive lock.
+
+    The header is written by whichever writer finds the file empty; the row is
+    built in memory and written with one call so concurrent writers never interleave.
+    """
+    home = home or lowrank_home()
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / RESULTS_FILE
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=RESULT_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    with file_lock(home / ".results.lock"):
+        if not path.exists() or path.stat().st_size == 0:
+            writer.writeheader()
+        writer.writerow({key: ("" if row.get(key) is None else row.get(key)) for key in RESULT_COLUMNS})
+        with open(path, "a", encoding="utf-8", newline="") as handle:
+            handle.write(buffer.getvalue())
+            handle.flush()
+            os.fsync(handle.fileno())
+    return path
