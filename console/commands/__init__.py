@@ -1,0 +1,1 @@
+"""One module per ``lowrank`` sub-command; each exposes ``register(app)``."""
