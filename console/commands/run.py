@@ -1,0 +1,169 @@
+"""``lowrank run PRESET``: create a run directory and train it.
+
+In the foreground the worker runs in its own process group while this command draws a
+progress bar from the run directory (the worker never talks to the console); Ctrl-C
+stops the worker cleanly (state ``killed``). With ``--detach`` the run is queued for
+the scheduler and the command prints its id and returns.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+POLL_SECONDS = 0.25
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``run`` command."""
+
+    @app.command(no_args_is_help=True)
+    def run(
+        preset: Annotated[Optional[Path], typer.Argument(help="experiment YAML, e.g. presets/quickstart.yaml")] = None,
+        set_: Annotated[list[str], typer.Option("--set", "-s", help="override KEY.PATH=VALUE (YAML-typed), repeatable")] = [],
+        resume: Annotated[Optional[str], typer.Option(help="continue run RUN (id or unique prefix) from its checkpoint")] = None,
+        detach: Annotated[bool, typer.Option(help="queue the run for the scheduler and return its id")] = False,
+        gpus: Annotated[Optional[int], typer.Option(help="number of GPUs the run needs (with --detach)")] = None,
+        gpu: Annotated[Optional[list[int]], typer.Option(help="run on this GPU index (repeatable)")] = None,
+        cpu: Annotated[bool, typer.Option(help="run on the CPU (no GPU)")] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="print the final summary as JSON")] = False,
+    ) -> None:
+        """Run an experiment from a preset (or --resume an earlier run)."""
+        from lowrank.errors import UserError
+
+        run_dir = _prepare(preset, set_, resume)
+        if cpu and (gpus or gpu):
+            raise UserError("--cpu cannot be combined with --gpus/--gpu", key="--cpu")
+        if detach:
+            from console.scheduler import requirement_from_cli, submit
+
+            submit(run_dir, requirement_from_cli(gpus=gpus, gpu=gpu, cpu=cpu), resume=resume is not None)
+            typer.echo(json.dumps({"run_id": run_dir.run_id, "run_dir": str(run_dir.path), "state": "queued"})
+                       if as_json else run_dir.run_id)
+            return
+        code = run_foreground(run_dir, resume=resume is not None, gpus=gpu or [], cpu=cpu, as_json=as_json)
+        raise typer.Exit(code)
+
+
+def _prepare(preset: Optional[Path], overrides: list[str], resume: Optional[str]):
+    """Validate the preset and create its run directory (or find the run to resume)."""
+    from lowrank.config import load
+    from lowrank.errors import UserError
+    from lowrank.rundir import RunDir
+
+    if resume:
+        if preset is not None or overrides:
+            raise UserError("--resume continues a run with its saved config; drop PRESET and --set", key="--resume")
+        from console.runs import RunStore
+
+        return RunStore().resolve(resume)
+    if preset is None:
+        raise UserError("missing PRESET", hint="lowrank run presets/quickstart.yaml")
+    config = load(preset, overrides)  # raises ConfigError before anything is created
+    return RunDir.create(config.to_dict(), extra_status={"preset": str(preset)})
+
+
+def run_foreground(run_dir, *, resume: bool, gpus: list[int], cpu: bool, as_json: bool) -> int:
+    """Start the worker, draw its progress until it ends, stop it cleanly on Ctrl-C."""
+    from console.launch import kill_run, start_worker
+
+    pid = start_worker(run_dir, gpus=[] if cpu else gpus or None, resume=resume)
+    if not as_json:
+        typer.echo(f"run {run_dir.run_id}  (pid {pid}, log {run_dir.path / 'output.log'})")
+    try:
+        status = _follow(run_dir, pid, quiet=as_json)
+    except KeyboardInterrupt:
+        typer.echo("\nstopping (Ctrl-C): asking the worker to stop...", err=True)
+        kill_run(run_dir)
+        status = run_dir.read_status()
+    _print_summary(run_dir, status, as_json)
+    return int(status.get("exit_code") or (0 if status.get("state") == "finished" else 1))
+
+
+def _follow(run_dir, pid: int, quiet: bool) -> dict:
+    """Poll the run directory, updating a progress bar, until the worker has ended."""
+    import psutil
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from lowrank.rundir import FINAL_STATES, METRICS_FILE, read_jsonl
+
+    offset, last: dict = 0, {}
+    val_err = None
+    progress = Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(),
+                        TextColumn("{task.percentage:>3.0f}%"), TextColumn("{task.fields[stats]}"),
+                        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), disable=quiet, transient=False)
+    with progress:
+        task = progress.add_task("train", total=None, epoch="-", stats="starting...")
+        while True:
+            path = run_dir.path / METRICS_FILE
+            records = read_jsonl(path, offset)
+            if records:
+                # advance by the bytes of the whole lines consumed
+                with open(path, "rb") as handle:
+                    handle.seek(offset)
+                    data = handle.read()
+                offset += data.rfind(b"\n") + 1
+            for record in records:
+                event = record.get("event")
+                if event == "eval":
+                    val_err = record.get("err1")
+                if event == "step":
+                    last = record
+                    total = record["batches"] * (run_dir.read_status().get("epochs") or 1)
+                    done = (record["epoch"] - 1) * record["batches"] + record["batch"]
+                    stats = (f"loss {record['loss']:.4f}  err {record['err1']:.2f}%"
+                             + (f"  val err {val_err:.2f}%" if val_err is not None else "")
+                             + (f"  {record['throughput']:.0f} img/s" if record.get("throughput") else ""))
+                    progress.update(task, total=total, completed=done,
+                                    epoch=f"{record['epoch']}/{run_dir.read_status().get('epochs')}", stats=stats)
+            status = run_dir.read_status()
+            if status.get("state") in FINAL_STATES:
+                return status
+            if not _alive(psutil, pid):
+                time.sleep(POLL_SECONDS)  # let a final status write land
+                status = run_dir.read_status()
+                if status.get("state") not in FINAL_STATES:
+                    status = run_dir.update_status(state="failed", error="worker disappeared")
+                return status
+            time.sleep(POLL_SECONDS)
+
+
+def _alive(psutil, pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _print_summary(run_dir, status: dict, as_json: bool) -> None:
+    keys = ("run_id", "name", "state", "params", "macs", "dense_params", "dense_macs", "method", "hp",
+            "budget_target", "budget_gap", "final_val_err1", "best_val_err1", "best_epoch", "test_err1",
+            "test_err5", "train_seconds", "error")
+    summary = {key: status.get(key) for key in keys}
+    summary["run_dir"] = str(run_dir.path)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+
+    def pct(value) -> str:
+        return "-" if value is None else f"{value:.2f}%"
+
+    colour = {"finished": "green", "killed": "yellow"}.get(status.get("state"), "red")
+    typer.secho(f"\n{status.get('state')}: {status.get('name')}", fg=colour, bold=True)
+    if status.get("params") is not None:
+        ratio = status["params"] / status["dense_params"] if status.get("dense_params") else float("nan")
+        typer.echo(f"  parameters   {status['params']:,}  ({ratio:.3f} of dense {status.get('dense_params', 0):,})")
+        typer.echo(f"  mult-adds    {status.get('macs', 0):,}  (dense {status.get('dense_macs', 0):,})")
+        method = status.get("method")
+        typer.echo(f"  method       {method}" + (f"  hp={status['hp']:.6g}" if status.get("hp") is not None else ""))
+    typer.echo(f"  top-1 error  final val {pct(status.get('final_val_err1'))}   best val {pct(status.get('best_val_err1'))}"
+               f"   test {pct(status.get('test_err1'))}")
+    if status.get("train_seconds") is not None:
+        typer.echo(f"  train time   {status['train_seconds']:.1f} s")
+    if status.get("error"):
+        typer.echo(f"  error        {status['error']}")
+    typer.echo(f"  run dir      {run_dir.path}")

@@ -1,0 +1,77 @@
+"""From a validated config to a ready network: model, substitution (budget solved), counts.
+
+One function, :func:`build_network`, used by the worker, ``lowrank count`` and the
+comparison planner, so all three report the same hyperparameter and the same numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from .config import ExperimentConfig
+
+
+@dataclass
+class BuiltNetwork:
+    """The network a config describes and the facts about it every report needs."""
+
+    model: nn.Module
+    method: str
+    hp: float | None
+    params: int
+    macs: int
+    dense_params: int
+    dense_macs: int
+    budget_target: int | None = None
+    budget_gap: float | None = None
+    replaced: list[str] = field(default_factory=list)
+    layers: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON-able facts (everything but the model and the per-layer table)."""
+        return {key: value for key, value in self.__dict__.items() if key not in ("model", "layers")}
+
+
+def build_network(config: ExperimentConfig, num_classes: int, input_shape: tuple[int, int, int],
+                  device: str | torch.device = "cpu") -> BuiltNetwork:
+    """Build ``config.model``, substitute its convolutions as ``config.substitute`` says.
+
+    A budget (fraction of the dense network or absolute parameters) is turned into the
+    method's hyperparameter by the exact-count solver before substitution.
+    """
+    from .budget import solve_budget
+    from .count import count_model
+    from .models import create_model
+    from .substitute import substitute
+
+    sub = config.substitute
+
+    def make_dense() -> nn.Module:
+        return create_model(config.model.name, num_classes=num_classes, in_channels=input_shape[0],
+                            **config.model.kwargs)
+
+    with torch.device("meta"):
+        dense_count = count_model(make_dense(), input_shape)
+
+    hp, target, gap = sub.hp, None, None
+    if sub.budget is not None or sub.budget_params is not None:
+        with torch.device("meta"):
+            solved = solve_budget(make_dense(), sub.method, target_params=sub.budget_params,
+                                  target_fraction=sub.budget, options=sub.options, skip=sub.skip,
+                                  input_shape=input_shape)
+        hp, target, gap = solved.hp, solved.target, solved.gap
+
+    torch_device = torch.device(device)
+    model = make_dense()
+    report = substitute(model, sub.method, hp, options=sub.options, skip=sub.skip)
+    model = model.to(torch_device)
+    counted = count_model(model, input_shape)
+    return BuiltNetwork(model=model, method=sub.method, hp=hp, params=counted.params, macs=counted.macs,
+                        dense_params=dense_count.params, dense_macs=dense_count.macs,
+                        budget_target=target, budget_gap=gap,
+                        replaced=[row.name for row in report.replaced],
+                        layers=[dict(row.__dict__) for row in counted.layers])

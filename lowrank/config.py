@@ -1,0 +1,386 @@
+"""The experiment schema and its loader: YAML preset -> one validated object.
+
+A preset may say ``base: other.yaml`` (resolved relative to the preset; merged
+recursively, the child wins, lists are replaced whole) and the command line may add
+``--set key.path=value`` overrides whose values are parsed as YAML. Every key is
+checked: unknown keys, wrong types, missing files and ``base:`` cycles give one
+:class:`~lowrank.errors.ConfigError` naming the file that set the key, the key path and
+what was expected. Loading has no side effects, so a bad preset creates nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+
+OVERRIDE_SOURCE = "--set"
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    """Which network to build (a name in the model registry) and its builder's kwargs."""
+
+    name: str = "tiny_convnet"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class AugmentConfig(Section):
+    """Training-time augmentation; evaluation never augments."""
+
+    random_crop: bool = False  # pad-and-crop by `crop_padding` pixels (CIFAR: 4)
+    crop_padding: int = Field(4, ge=0)
+    flip: bool = False  # horizontal flip with probability 1/2
+    cutout: int = Field(0, ge=0)  # side of the zeroed square (DeVries & Taylor 2017); 0 = off
+
+
+class DataConfig(Section):
+    """Dataset, loader and augmentation settings."""
+
+    name: str = "digits"
+    root: str = "~/.lowrank/data"
+    download: bool = False  # torchvision datasets only download when this is true
+    batch_size: int = Field(64, ge=1)
+    eval_batch_size: int | None = Field(None, ge=1)
+    workers: int = Field(0, ge=0)
+    pin_memory: bool = True  # only takes effect on CUDA
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    kwargs: dict[str, Any] = Field(default_factory=dict)  # dataset-specific, checked against the loader
+
+
+class SubstituteConfig(Section):
+    """Which convolutions to replace, by which method, at which hyperparameter or budget."""
+
+    method: str = "dense"
+    hp: float | None = None  # the method's hyperparameter; or give a budget and let the solver choose
+    budget: float | None = Field(None, gt=0, le=1)  # fraction of the dense network's parameters
+    budget_params: int | None = Field(None, gt=0)  # absolute parameter target
+    skip: list[str] = Field(default_factory=lambda: ["@stem", "@shortcut"])
+    options: dict[str, Any] = Field(default_factory=dict)
+    scale_weight_decay: bool = True  # weight decay x (compressed / dense params) per substituted layer
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "SubstituteConfig":
+        given = [name for name in ("hp", "budget", "budget_params") if getattr(self, name) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give only one of hp, budget, budget_params (got {', '.join(given)})")
+        return self
+
+
+class ScheduleConfig(Section):
+    """Learning-rate schedule, evaluated per step at the fractional epoch.
+
+    cosine: lr * (min_lr_ratio + (1 - min_lr_ratio) * (1 + cos(pi t / T)) / 2);
+    multistep: lr * gamma ** (number of milestones passed);
+    piecewise: linear interpolation of `values` (multipliers of lr) at `epochs` knots
+    (the DAWNBench ResNet-9 schedule is epochs [0, 5, 24], values [0, 1, 0]);
+    constant: lr. An optional linear warmup from 0 over `warmup_epochs` applies first.
+    """
+
+    name: Literal["cosine", "multistep", "piecewise", "constant"] = "cosine"
+    milestones: list[int] = Field(default_factory=list)
+    gamma: float = Field(0.1, gt=0)
+    epochs: list[float] = Field(default_factory=list)
+    values: list[float] = Field(default_factory=list)
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+    warmup_epochs: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ScheduleConfig":
+        if self.name == "multistep" and not self.milestones:
+            raise ValueError("multistep needs milestones, e.g. [60, 120, 160]")
+        if self.milestones != sorted(self.milestones):
+            raise ValueError("milestones must be increasing")
+        if self.name == "piecewise":
+            if len(self.epochs) < 2 or len(self.epochs) != len(self.values):
+                raise ValueError("piecewise needs epochs and values of the same length (at least 2 knots)")
+            if self.epochs != sorted(self.epochs):
+                raise ValueError("piecewise epochs must be increasing")
+        return self
+
+
+class TrainConfig(Section):
+    """Optimisation: optimizer, schedule, regularisation, seed and device."""
+
+    epochs: int = Field(10, ge=1)
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = Field(5e-4, ge=0)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    grad_clip: float | None = Field(None, gt=0)  # max global gradient norm
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    deterministic: bool = True  # deterministic algorithms (exact resume on CPU)
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainConfig":
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
+        if self.nesterov and self.optimizer != "sgd":
+            raise ValueError("nesterov applies to optimizer: sgd only")
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov needs momentum > 0")
+        return self
+
+
+class LogConfig(Section):
+    """How often the worker evaluates, checkpoints and reports progress."""
+
+    eval_every: int = Field(1, ge=1)  # epochs between validation passes (the last epoch always evaluates)
+    checkpoint_every: int = Field(1, ge=1)  # epochs between checkpoints (the last epoch always saves)
+    step_every: int = Field(10, ge=1)  # steps between progress events in metrics.jsonl
+
+
+class ExperimentConfig(Section):
+    """One experiment, exactly as it runs; saved resolved in the run directory."""
+
+    name: str = Field("experiment", min_length=1)
+    description: str = ""
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    substitute: SubstituteConfig = Field(default_factory=SubstituteConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain YAML-safe dict (tuples become lists)."""
+        return self.model_dump(mode="json")
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _read_yaml(path: Path, referenced_from: tuple[str, str] | None) -> dict[str, Any]:
+    where = f" (named by `base:` in {referenced_from[0]})" if referenced_from else ""
+    if not path.is_file():
+        raise ConfigError(f"file not found{where}", file=str(path),
+                          hint="check the path; `base:` is resolved relative to the preset that names it")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise ConfigError(f"not valid YAML{line}: {problem}", file=str(path)) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping of keys at the top level, got {type(data).__name__}",
+                          file=str(path))
+    return data
+
+
+def _merge(base: dict, child: dict, origin: dict[str, str], source: str, prefix: str = "") -> dict:
+    """Recursively merge ``child`` into a copy of ``base`` (child wins; lists replaced).
+
+    ``origin`` records, for each key path, the file that last set it, so that an error
+    names the file the user must edit.
+    """
+    merged = copy.deepcopy(base)
+    for key, value in child.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value, origin, source, prefix=f"{path}.")
+        else:
+            merged[key] = copy.deepcopy(value)
+            _mark(origin, path, value, source)
+    return merged
+
+
+def _mark(origin: dict[str, str], path: str, value: Any, source: str) -> None:
+    origin[path] = source
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            _mark(origin, f"{path}.{key}", inner, source)
+
+
+def _resolve(path: Path, origin: dict[str, str], chain: tuple[Path, ...],
+             referenced_from: tuple[str, str] | None = None) -> dict[str, Any]:
+    path = path.expanduser().resolve()
+    if path in chain:
+        cycle = " -> ".join(p.name for p in (*chain, path))
+        raise ConfigError(f"`base:` cycle: {cycle}", file=str(chain[-1]), key="base",
+                          hint="a preset cannot (indirectly) be its own base")
+    data = _read_yaml(path, referenced_from)
+    base_name = data.pop("base", None)
+    merged: dict[str, Any] = {}
+    if base_name is not None:
+        if not isinstance(base_name, str) or not base_name:
+            raise ConfigError(f"expected a file name, got {base_name!r}", file=str(path), key="base")
+        merged = _resolve(path.parent / base_name, origin, (*chain, path), (str(path), "base"))
+    return _merge(merged, data, origin, str(path))
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``key.path=value`` into the key path and the YAML-typed value."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"expected KEY.PATH=VALUE, got {text!r}", file=OVERRIDE_SOURCE,
+                          hint="for example --set train.epochs=3 --set data.augment.cutout=16")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw  # a value YAML cannot parse is taken as a plain string
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str], origin: dict[str, str]) -> dict[str, Any]:
+    """Apply ``--set`` overrides to the merged preset dict (validation happens afterwards)."""
+    data = copy.deepcopy(data)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for depth, key in enumerate(keys[:-1]):
+            child = node.get(key)
+            if child is None:
+                child = node[key] = {}
+            elif not isinstance(child, dict):
+                raise ConfigError(f"cannot set {'.'.join(keys)}: {'.'.join(keys[:depth + 1])} is a "
+                                  f"{type(child).__name__}, not a section", file=OVERRIDE_SOURCE,
+                                  key=".".join(keys))
+            node = child
+        node[keys[-1]] = value
+        _mark(origin, ".".join(keys), value, OVERRIDE_SOURCE)
+    return data
+
+
+def _source_of(origin: dict[str, str], key_path: str, default: str) -> str:
+    """The file that set ``key_path`` or its nearest ancestor."""
+    parts = key_path.split(".")
+    while parts:
+        found = origin.get(".".join(parts))
+        if found:
+            return found
+        parts.pop()
+    return default
+
+
+def _expected(error: dict[str, Any]) -> str:
+    kind = error.get("type", "")
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    return error.get("msg", "invalid value").replace("Value error, ", "")
+
+
+def validate(data: dict[str, Any], origin: dict[str, str] | None = None,
+             default_source: str = "<config>") -> ExperimentConfig:
+    """Validate a merged dict into an :class:`ExperimentConfig`, naming file and key on error."""
+    origin = origin or {}
+    try:
+        config = ExperimentConfig.model_validate(data)
+    except ValidationError as error:
+        first, *rest = error.errors()
+        key_path = ".".join(str(part) for part in first["loc"]) or "<top level>"
+        message = _expected(first)
+        if first.get("type") == "extra_forbidden":
+            section = _section_for(first["loc"][:-1])
+            allowed = ", ".join(section.model_fields) if section else ""
+            hint = f"known keys here: {allowed}" if allowed else None
+        else:
+            got = first.get("input")
+            hint = f"got {got!r}" if got is not None and not isinstance(got, dict) else None
+        if rest:
+            more = "; ".join(f"{'.'.join(map(str, e['loc']))}: {_expected(e)}" for e in rest[:4])
+            hint = f"{hint + '; ' if hint else ''}also: {more}"
+        raise ConfigError(message, file=_source_of(origin, key_path, default_source), key=key_path,
+                          hint=hint) from None
+    check_registered(config, origin, default_source)
+    return config
+
+
+def _section_for(loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model at location ``loc`` inside ExperimentConfig (for 'known keys' hints)."""
+    model: type[BaseModel] = ExperimentConfig
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def check_registered(config: ExperimentConfig, origin: dict[str, str], default_source: str) -> None:
+    """Check names and kwargs against the model, dataset and method registries.
+
+    Imports the registries (and so torch); kept apart so pure schema checks stay cheap.
+    """
+    from .data import dataset_kwargs, list_datasets
+    from .methods import get_method
+    from .models import list_models, model_kwargs
+
+    def fail(key: str, message: str, hint: str | None = None) -> None:
+        raise ConfigError(message, file=_source_of(origin, key, default_source), key=key, hint=hint)
+
+    if config.model.name not in list_models():
+        fail("model.name", f"unknown model {config.model.name!r}", f"known models: {', '.join(list_models())}")
+    _check_kwargs(fail, "model.kwargs", config.model.kwargs, model_kwargs(config.model.name),
+                  reserved=("num_classes", "in_channels"))
+    if config.data.name not in list_datasets():
+        fail("data.name", f"unknown dataset {config.data.name!r}", f"known datasets: {', '.join(list_datasets())}")
+    _check_kwargs(fail, "data.kwargs", config.data.kwargs, dataset_kwargs(config.data.name), reserved=())
+    try:
+        method = get_method(config.substitute.method)
+    except KeyError as error:
+        fail("substitute.method", str(error.args[0]))
+        return
+    unknown = sorted(set(config.substitute.options) - set(method.options))
+    if unknown:
+        known = ", ".join(f"{k} (default {v!r})" for k, v in method.options.items()) or "none"
+        fail(f"substitute.options.{unknown[0]}", f"unknown option for method {method.name!r}",
+             f"options of {method.name}: {known}")
+    wants_target = any(v is not None for v in (config.substitute.hp, config.substitute.budget,
+                                               config.substitute.budget_params))
+    if method.hp is None and config.substitute.hp is not None:
+        fail("substitute.hp", f"method {method.name!r} has no hyperparameter", "remove substitute.hp")
+    if method.hp is not None and not wants_target:
+        fail("substitute", f"method {method.name!r} needs substitute.hp ({method.hp.name}, "
+                           f"{method.hp.low}..{method.hp.high}) or substitute.budget (fraction of dense params)")
+    if method.hp is not None and config.substitute.hp is not None:
+        try:
+            method.hp.validate(config.substitute.hp)
+        except ValueError as error:
+            fail("substitute.hp", str(error), f"{method.hp.name}: {method.hp.description}")
+
+
+def _check_kwargs(fail, key: str, given: dict[str, Any], accepted: dict[str, inspect.Parameter],
+                  reserved: tuple[str, ...]) -> None:
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+    names = [name for name, p in accepted.items()
+             if name not in reserved and p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)]
+    for name in given:
+        if name in reserved:
+            fail(f"{key}.{name}", "set automatically from the dataset", f"remove {key}.{name}")
+        if name not in names and not takes_any:
+            fail(f"{key}.{name}", "unknown argument", f"accepted: {', '.join(names) or 'none'}")
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load a preset with its ``base:`` chain and ``--set`` overrides, fully validated."""
+    origin: dict[str, str] = {}
+    data = _resolve(Path(path), origin, chain=())
+    data = apply_overrides(data, list(overrides or []), origin)
+    return validate(data, origin, default_source=str(Path(path)))
+
+
+def from_dict(data: dict[str, Any], source: str = "<config>") -> ExperimentConfig:
+    """Validate an already-resolved config dict (e.g. a run directory's config.yaml)."""
+    return validate(data, {}, default_source=source)
