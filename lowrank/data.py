@@ -194,7 +194,7 @@ def fixed_split(count: int, sizes: tuple[int, ...], seed: int) -> list[list[int]
 def digits(config, val_fraction: float = 0.1, test_fraction: float = 0.2, split_seed: int = 0) -> DataBundle:
     """scikit-learn's 8x8 digits (1,797 images, 10 classes), split into fixed train/val/test.
 
-    With the defaults: 1,258 train, 179 val, 360 test. Pixels (0..16) are scaled to
+    With the defaults: 1,258 train, 180 val, 359 test. Pixels (0..16) are scaled to
     [0, 1] and normalised with the training set's mean and standard deviation.
     """
     from sklearn.datasets import load_digits
