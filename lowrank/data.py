@@ -353,3 +353,21 @@ def describe(bundle: DataBundle) -> dict[str, Any]:
     """Sizes and shapes, for the run's start event."""
     return {"train": len(bundle.train), "val": len(bundle.val), "test": len(bundle.test),
             "num_classes": bundle.num_classes, "input_shape": list(bundle.input_shape)}
+
+
+# Shapes of each dataset without loading it (for counting and planning on meta tensors).
+_SHAPES = {"digits": (10, (1, 8, 8)), "mnist": (10, (1, 28, 28)), "cifar10": (10, (3, 32, 32)),
+           "cifar100": (100, (3, 32, 32))}
+
+
+def dataset_shape(config) -> tuple[int, tuple[int, int, int]]:
+    """(num_classes, (C, H, W)) of the dataset ``config`` names, without reading any data."""
+    if config.name == "synthetic":
+        params = dataset_kwargs("synthetic")
+        get = lambda key: config.kwargs.get(key, params[key].default)  # noqa: E731
+        size = get("image_size")
+        return get("num_classes"), (get("channels"), size, size)
+    if config.name == "imagenet":
+        size = config.kwargs.get("image_size", dataset_kwargs("imagenet")["image_size"].default)
+        return 1000, (3, size, size)
+    return _SHAPES[config.name]

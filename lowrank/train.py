@@ -223,9 +223,10 @@ def train(run: RunDir, resume: bool, stop: _StopFlag) -> dict[str, Any]:
             loss = criterion(logits, targets)
 
             # a NaN/inf loss stops the run here, not days later (research notes, Dec 2017)
-            if not torch.isfinite(loss):
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
                 global_step = epoch * steps_per_epoch + batch
-                raise NonFiniteLoss(f"non-finite loss ({float(loss)}) at epoch {epoch + 1}, step {global_step} "
+                raise NonFiniteLoss(f"non-finite loss ({loss_value}) at epoch {epoch + 1}, step {global_step} "
                                     f"(batch {batch + 1}/{steps_per_epoch}); lr {scheduler.get_last_lr()[0]:.4g}")
 
             optimizer.zero_grad(set_to_none=True)
@@ -238,8 +239,8 @@ def train(run: RunDir, resume: bool, stop: _StopFlag) -> dict[str, Any]:
             # -- bookkeeping and progress ------------------------------------------------
             count = len(targets)
             m1, m5 = topk_errors(logits.detach(), targets)
-            seen, loss_sum, miss1, miss5 = seen + count, loss_sum + float(loss) * count, miss1 + m1, miss5 + m5
-            window_seen, window_loss, window_miss = window_seen + count, window_loss + float(loss) * count, window_miss + m1
+            seen, loss_sum, miss1, miss5 = seen + count, loss_sum + loss_value * count, miss1 + m1, miss5 + m5
+            window_seen, window_loss, window_miss = window_seen + count, window_loss + loss_value * count, window_miss + m1
             if (batch + 1) % log_cfg.step_every == 0 or batch + 1 == steps_per_epoch:
                 elapsed = time.perf_counter() - window_start
                 run.append_metric({"event": "step", "epoch": epoch + 1, "step": epoch * steps_per_epoch + batch + 1,

@@ -1,0 +1,162 @@
+"""The training worker: exact resume, NaN detection, clean stop on signals, kill -9 safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from lowrank.config import load
+from lowrank.rundir import RunDir, read_jsonl
+from lowrank.train import _StopFlag, StopRequested, main, train
+
+REPO = Path(__file__).resolve().parents[2]
+
+TINY = [
+    "model.name=tiny_convnet", "model.kwargs.width=8",
+    "data.name=synthetic", "data.batch_size=16",
+    "data.kwargs={num_classes: 4, channels: 1, image_size: 8, num_train: 128, num_val: 32, num_test: 32, noise: 2.0}",
+    "data.augment.cutout=3", "data.augment.random_crop=true", "data.augment.crop_padding=1",
+    "train.epochs=3", "train.lr=0.05", "train.device=cpu",
+    "log.checkpoint_every=1", "log.step_every=2",
+]
+
+
+def make_run(overrides: list[str] = ()) -> RunDir:
+    config = load(REPO / "presets" / "quickstart.yaml", TINY + list(overrides))
+    return RunDir.create(config.to_dict())
+
+
+class StopAfter(_StopFlag):
+    """A stop flag that fires after ``steps`` checks, as if SIGTERM arrived then."""
+
+    def __init__(self, steps: int) -> None:
+        super().__init__()
+        self.remaining = steps
+
+    def check(self) -> None:
+        self.remaining -= 1
+        if self.remaining < 0:
+            raise StopRequested(signal.SIGTERM)
+
+
+def final_events(run: RunDir) -> dict:
+    records = run.read_metrics()
+    test = [r for r in records if r.get("event") == "test"][-1]
+    evals = [r for r in records if r.get("event") == "eval"]
+    return {"test": {k: test[k] for k in ("loss", "err1", "err5")},
+            "val": [(r["epoch"], r["loss"], r["err1"]) for r in evals][-1]}
+
+
+def test_a_run_finishes_with_complete_directory(home):
+    run = make_run()
+    assert main([str(run.path)]) == 0
+    status = run.read_status()
+    assert status["state"] == "finished" and status["exit_code"] == 0 and status["epoch"] == 3
+    assert status["params"] > 0 and status["macs"] > 0 and status["test_err1"] is not None
+    events = [r["event"] for r in run.read_metrics()]
+    assert events[0] == "start" and events[-1] == "end" and events.count("epoch") == 3
+    for name in ("checkpoint.pt", "best.pt", "config.yaml"):
+        assert run.file(name).exists()
+    rows = (home / "results.csv").read_text().splitlines()
+    assert len(rows) == 2 and run.run_id in rows[1]
+
+
+def test_resume_after_interruption_matches_uninterrupted(home):
+    reference = make_run()
+    assert main([str(reference.path)]) == 0
+
+    interrupted = make_run()
+    # stop in the middle of epoch 2 (8 steps per epoch; epoch 1 completed and checkpointed)
+    with pytest.raises(StopRequested):
+        train(interrupted, resume=False, stop=StopAfter(12))
+    assert main([str(interrupted.path), "--resume"]) == 0
+    assert final_events(interrupted) == final_events(reference)
+    assert interrupted.read_status()["test_err1"] == reference.read_status()["test_err1"]
+
+
+def test_non_finite_loss_fails_with_epoch_and_step(home):
+    run = make_run(["train.lr=1e12", "train.momentum=0.9", "train.weight_decay=0"])
+    assert main([str(run.path)]) == 1
+    status = run.read_status()
+    assert status["state"] == "failed"
+    assert "non-finite loss" in status["error"] and "epoch 1" in status["error"] and "step" in status["error"]
+    assert run.read_metrics()[-1]["state"] == "failed"
+    assert not (home / "results.csv").exists()  # failed runs add no result row
+
+
+def start_worker(run: RunDir) -> subprocess.Popen:
+    log = open(run.file("output.log"), "ab")
+    return subprocess.Popen([sys.executable, "-m", "lowrank.train", str(run.path)], stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
+
+
+def wait_for(predicate, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def steps_logged(run: RunDir) -> int:
+    return sum(1 for r in run.read_metrics() if r.get("event") == "step")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_the_worker_as_killed(home, signum):
+    run = make_run(["train.epochs=200"])
+    proc = start_worker(run)
+    wait_for(lambda: steps_logged(run) >= 2)
+    proc.send_signal(signum)
+    assert proc.wait(30) == 128 + signum
+    status = run.read_status()
+    assert status["state"] == "killed" and status["exit_code"] == 128 + signum
+    assert status["ended"] and signal.Signals(signum).name in status["error"]
+    assert run.read_metrics()[-1] == {**run.read_metrics()[-1], "event": "end", "state": "killed"}
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_leaves_a_readable_directory(home):
+    rng = random.Random(1234)
+    for attempt in range(4):
+        run = make_run(["train.epochs=200", "log.step_every=1"])
+        proc = start_worker(run)
+        wait_for(lambda: run.read_status().get("state") == "running")
+        time.sleep(rng.uniform(0.0, 1.5))
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        raw = run.file("metrics.jsonl").read_bytes() if run.file("metrics.jsonl").exists() else b""
+        lines = raw.split(b"\n")  # lines[-1] is b"" or a torn tail without its newline
+        for line in lines[:-1]:
+            json.loads(line)  # every newline-terminated line is whole JSON
+        assert read_jsonl(run.file("metrics.jsonl")) == [json.loads(line) for line in lines[:-1] if line]
+        status = json.loads(run.file("status.json").read_text())
+        assert status["state"] == "running"  # kill -9 cannot write a final state: the console reconciles it
+        if run.file("checkpoint.pt").exists():  # renamed into place only when complete
+            state = torch.load(run.file("checkpoint.pt"), weights_only=False)
+            assert state["epoch"] >= 1 and "optimizer" in state and "rng" in state
+
+
+def test_missing_run_directory_is_a_clear_error(tmp_path, capsys):
+    assert main([str(tmp_path / "nowhere")]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_quickstart_reaches_under_5_percent_test_error(home):
+    config = load(REPO / "presets" / "quickstart.yaml", ["train.device=cpu"])
+    run = RunDir.create(config.to_dict())
+    assert main([str(run.path)]) == 0
+    status = run.read_status()
+    assert status["test_err1"] < 5.0, status
+    assert status["method"] == "separable" and status["params"] < status["dense_params"]
