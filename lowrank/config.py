@@ -146,6 +146,24 @@ class LogConfig(Section):
     step_every: int = Field(10, ge=1)  # steps between progress events in metrics.jsonl
 
 
+class ResourcesConfig(Section):
+    """What the run needs from the host; the scheduler starts it when that is free."""
+
+    gpus: int | None = Field(None, ge=0)  # None: one GPU if the host has any, else the CPU; 0: CPU
+    min_free_memory_gb: float = Field(0.0, ge=0)
+    share: bool = False  # may start on a GPU another of our runs holds
+    gpu_ids: list[int] | None = None  # pin to these GPU indices
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ResourcesConfig":
+        if self.gpu_ids is not None:
+            if not self.gpu_ids or len(set(self.gpu_ids)) != len(self.gpu_ids):
+                raise ValueError("gpu_ids must be distinct and non-empty")
+            if self.gpus is not None and self.gpus != len(self.gpu_ids):
+                raise ValueError(f"gpus={self.gpus} but gpu_ids names {len(self.gpu_ids)} GPU(s)")
+        return self
+
+
 class ExperimentConfig(Section):
     """One experiment, exactly as it runs; saved resolved in the run directory."""
 
@@ -156,6 +174,7 @@ class ExperimentConfig(Section):
     substitute: SubstituteConfig = Field(default_factory=SubstituteConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML-safe dict (tuples become lists)."""

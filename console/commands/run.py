@@ -91,7 +91,7 @@ def _follow(run_dir, pid: int, quiet: bool) -> dict:
 
     from lowrank.rundir import FINAL_STATES, METRICS_FILE, read_jsonl
 
-    offset, last: dict = 0, {}
+    offset = 0
     val_err = None
     progress = Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(),
                         TextColumn("{task.percentage:>3.0f}%"), TextColumn("{task.fields[stats]}"),
@@ -112,7 +112,7 @@ def _follow(run_dir, pid: int, quiet: bool) -> dict:
                 if event == "eval":
                     val_err = record.get("err1")
                 if event == "step":
-                    last = record
+
                     total = record["batches"] * (run_dir.read_status().get("epochs") or 1)
                     done = (record["epoch"] - 1) * record["batches"] + record["batch"]
                     stats = (f"loss {record['loss']:.4f}  err {record['err1']:.2f}%"

@@ -1,0 +1,84 @@
+"""ResNet-18 for CIFAR (He et al., "Deep Residual Learning for Image Recognition", CVPR 2016).
+
+The CIFAR variant popularised by kuangliu/pytorch-cifar: a 3x3 stem with 64 channels and
+no max-pool, four stages of two post-activation basic blocks (64, 128, 256, 512
+channels; stages 2-4 start with stride 2), a 1x1 conv + BN ``shortcut`` where a block
+changes shape, global average pooling and a linear layer. 11,173,962 parameters for 10
+classes.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .registry import register_model
+
+
+class BasicBlock(nn.Module):
+    """conv3x3(stride)-BN-ReLU-conv3x3-BN, plus the shortcut, then ReLU.
+
+    Input (N, in_channels, H, W); output (N, out_channels, H/stride, W/stride).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """ResNet with basic blocks for 32x32 inputs; ``blocks`` per stage, e.g. (2, 2, 2, 2).
+
+    Input (N, in_channels, H, W); output (N, num_classes).
+    Attention-transfer taps: the output of each stage (``layer1`` .. ``layer4``: 64 x H x W,
+    128 x H/2, 256 x H/4, 512 x H/8 at ``width`` 64).
+    """
+
+    tap_names = ("layer1", "layer2", "layer3", "layer4")
+
+    def __init__(self, blocks: tuple[int, ...] = (2, 2, 2, 2), num_classes: int = 10, in_channels: int = 3,
+                 width: int = 64) -> None:
+        super().__init__()
+        if len(blocks) != 4:
+            raise ValueError(f"blocks must give four stages, got {blocks}")
+        widths = [width, 2 * width, 4 * width, 8 * width]
+        self.conv1 = nn.Conv2d(in_channels, width, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        stages = []
+        current = width
+        for i, (count, out_channels) in enumerate(zip(blocks, widths)):
+            stride = 1 if i == 0 else 2
+            layers = []
+            for j in range(count):
+                layers.append(BasicBlock(current, out_channels, stride if j == 0 else 1))
+                current = out_channels
+            stages.append(nn.Sequential(*layers))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.linear = nn.Linear(widths[3], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.linear(torch.flatten(self.pool(x), 1))
+
+
+@register_model("resnet18")
+def resnet18(num_classes: int = 10, in_channels: int = 3, width: int = 64) -> CifarResNet:
+    """CIFAR ResNet-18 (11.17M parameters for 10 classes at width 64)."""
+    return CifarResNet((2, 2, 2, 2), num_classes=num_classes, in_channels=in_channels, width=width)
