@@ -1,0 +1,56 @@
+"""``lowrank methods``: list the registered substitute methods and their declarations."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+
+def method_rows() -> list[dict]:
+    """One plain dict per registered method: name, hyperparameter, options, description, paper."""
+    from lowrank.methods import list_methods
+
+    rows = []
+    for method in list_methods():
+        hp = method.hp
+        rows.append({
+            "name": method.name,
+            "hp": None if hp is None else {
+                "name": hp.name, "kind": hp.kind.__name__, "low": hp.low, "high": hp.high,
+                "default": hp.default, "direction": hp.direction, "description": hp.description,
+            },
+            "options": dict(method.options),
+            "description": method.description,
+            "paper": method.paper,
+        })
+    return rows
+
+
+def _hp_text(hp: dict | None) -> str:
+    if hp is None:
+        return "-"
+    arrow = "more params" if hp["direction"] > 0 else "fewer params"
+    return f"{hp['name']}:{hp['kind']} [{hp['low']:g}, {hp['high']:g}] default {hp['default']:g} (up = {arrow})"
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``methods`` command."""
+
+    @app.command()
+    def methods(
+        as_json: Annotated[bool, typer.Option("--json", help="Print the declarations as JSON.")] = False,
+    ) -> None:
+        """List substitute methods: hyperparameter, range, direction, options and description."""
+        rows = method_rows()
+        if as_json:
+            typer.echo(json.dumps(rows, indent=2))
+            return
+        width = max(len(row["name"]) for row in rows)
+        for row in rows:
+            typer.echo(f"{row['name']:<{width}}  {row['description']}")
+            typer.echo(f"{'':<{width}}  hp: {_hp_text(row['hp'])}")
+            if row["options"]:
+                options = ", ".join(f"{key}={value!r}" for key, value in row["options"].items())
+                typer.echo(f"{'':<{width}}  options: {options}")

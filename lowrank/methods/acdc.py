@@ -1,0 +1,224 @@
+"""``acdc``: stacked ACDC layers (Moczulski et al. 2016, "ACDC: A Structured Efficient Linear Layer").
+
+One ACDC layer maps a length-N vector x to ``y = C^-1 D C A x``: A and D are learned diagonals,
+C the orthonormal DCT-II (``scipy.fft.dct(type=2, norm="ortho")``), C^-1 = C^T its inverse
+(DCT-III ortho). A stack of ``L`` layers (the hyperparameter) has a shuffle between layers:
+``riffle`` (interleave the two halves, as ShuffleNet-style shuffles do), ``random`` (one fixed
+permutation drawn from ``seed``, a buffer, reused at every gap) or ``none``. ``extra_riffle`` adds
+a riffle between C and D inside every layer (the research notes' variant, 8 Oct 2018).
+Diagonals are initialised N(1, 0.01^2), i.e. mean 1, std 1e-2 (the paper's recommendation).
+
+Shapes: ``in != out`` works at ``N = max(in, out)``: the input is zero-padded from ``in`` to
+``N`` channels (expand) and the first ``out`` outputs are kept (contract). Parameters: the
+diagonals, ``2*L*N`` (the ``N - in`` entries of the first A that only ever see padding are
+counted: they are parameters of the module), plus ``out`` for a bias.
+
+As a conv substitute (separable design) a k x k depthwise conv comes first and the stack acts on
+the channels at every position. Two forward paths give the same output:
+- ``collapse``: push the ``in`` basis vectors through the stack to get the effective in x out
+  matrix (differentiable) and apply it as a 1x1 conv — cheap when batch*H*W >> N;
+- ``fast``: DCTs via ``torch.fft`` on the channel dimension, O(N log N) per position.
+``path="auto"`` picks the cheaper by :func:`choose_path`'s cost model.
+
+Mult-adds (per output position): ``min(L*(2*N*ceil(log2 N) + 2*N), in*out)`` — two DCTs and two
+diagonal multiplies per layer, or the collapsed in x out matrix when that is cheaper at test time
+(as the notes settled on, 16 Oct 2018). Shuffles are free; the bias is not counted.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ._common import SeparableConv, depthwise_macs, depthwise_params, pointwise_hw, require_plain
+from .dct import cached_dct_matrix, dct, dct_macs, idct
+from .registry import ConvSpec, HyperParam, Method, register_method
+
+HP = HyperParam("layers", int, low=1, high=64, default=12, direction=1,
+                description="number of stacked ACDC layers")
+OPTIONS = {"shuffle": "riffle", "extra_riffle": False, "path": "auto", "seed": 0}
+SHUFFLES = ("riffle", "random", "none")
+PATHS = ("auto", "collapse", "fast")
+
+# Cost model used only to pick the faster (numerically equivalent) path, never to count:
+# a GEMM mult-add is several times cheaper than an FFT-path mult-add in PyTorch (one fused BLAS
+# call vs about a dozen elementwise/FFT kernels per layer), and every kernel call has a fixed
+# overhead (~10 us on CPU, a few us on GPU) worth roughly LAUNCH_COST mult-adds. Fitted to
+# forward+backward timings on a 2-core CPU (L=12): collapse wins from ~100 positions at N=128,
+# ~300 at N=256, ~1000-2000 at N=1024; at N=4096 fast wins below ~65k positions.
+GEMM_ADVANTAGE = 16.0
+LAUNCH_COST = 10_000
+FAST_KERNELS_PER_LAYER = 14   # mul, gather, rfft, twiddle, real/imag, flip, cat, ... (dct + idct)
+DENSE_KERNELS_PER_LAYER = 5   # mul, matmul, mul, matmul, gather
+# Building the collapsed matrix with dense N x N DCT matmuls beats the FFT up to about this N
+# (fewer, larger kernels; measured on CPU: 3.6x faster at N=64, equal at 256, 2x slower at 512).
+DENSE_DCT_MAX = 256
+
+
+def riffle_permutation(n: int) -> torch.Tensor:
+    """Indices that interleave the first ceil(n/2) entries with the rest: out[j] = in[perm[j]]."""
+    half = (n + 1) // 2
+    return torch.tensor([j // 2 if j % 2 == 0 else half + j // 2 for j in range(n)], dtype=torch.long)
+
+
+def layer_cost(n: int) -> int:
+    """Mult-adds of one ACDC layer on one length-n vector: two DCTs and two diagonal multiplies."""
+    return 2 * dct_macs(n) + 2 * n
+
+
+def choose_path(positions: int, in_features: int, out_features: int, layers: int) -> str:
+    """'collapse' or 'fast', whichever the cost model says is cheaper for this many positions."""
+    n = max(in_features, out_features)
+    fast = positions * layers * layer_cost(n) + layers * FAST_KERNELS_PER_LAYER * LAUNCH_COST
+    if n <= DENSE_DCT_MAX:  # matrix() pushes `in` rows through dense DCT matmuls
+        build = in_features * layers * (2 * n * n / GEMM_ADVANTAGE + 2 * n) + layers * DENSE_KERNELS_PER_LAYER * LAUNCH_COST
+    else:                   # ... or through the FFT path
+        build = in_features * layers * layer_cost(n) + layers * FAST_KERNELS_PER_LAYER * LAUNCH_COST
+    collapse = build + positions * in_features * out_features / GEMM_ADVANTAGE
+    return "collapse" if collapse <= fast else "fast"
+
+
+class StackedACDCLinear(nn.Module):
+    """A stack of ACDC layers as an ``nn.Linear`` substitute: (..., in_features) -> (..., out_features)."""
+
+    def __init__(self, in_features: int, out_features: int, layers: int = 12, *,
+                 shuffle: Literal["riffle", "random", "none"] = "riffle", extra_riffle: bool = False,
+                 bias: bool = False, path: Literal["auto", "collapse", "fast"] = "auto", seed: int = 0) -> None:
+        super().__init__()
+        if shuffle not in SHUFFLES:
+            raise ValueError(f"shuffle must be one of {SHUFFLES}, got {shuffle!r}")
+        if path not in PATHS:
+            raise ValueError(f"path must be one of {PATHS}, got {path!r}")
+        if layers < 1:
+            raise ValueError(f"layers must be >= 1, got {layers}")
+        self.in_features, self.out_features, self.layers = in_features, out_features, int(layers)
+        self.n = n = max(in_features, out_features)
+        self.shuffle, self.extra_riffle, self.path = shuffle, bool(extra_riffle), path
+        self.a = nn.Parameter(torch.empty(self.layers, n))
+        self.d = nn.Parameter(torch.empty(self.layers, n))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        self.register_buffer("riffle", riffle_permutation(n))
+        if shuffle == "random":
+            self.register_buffer("perm", torch.randperm(n, generator=torch.Generator().manual_seed(seed)))
+        elif shuffle == "riffle":
+            self.register_buffer("perm", riffle_permutation(n))
+        else:
+            self.perm = None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Diagonals ~ N(1, 0.01^2) (Moczulski et al. 2016, Sec. 5); bias zero."""
+        with torch.no_grad():
+            self.a.normal_(1.0, 1e-2)
+            self.d.normal_(1.0, 1e-2)
+            if self.bias is not None:
+                self.bias.zero_()
+
+    def transform(self, z: torch.Tensor, dense_dct: bool = False) -> torch.Tensor:
+        """The stack on length-N vectors along the last dimension: O(L N log N) each via the FFT,
+        or with explicit N x N DCT matrices when ``dense_dct`` (same result, for small N)."""
+        if dense_dct:
+            c = cached_dct_matrix(self.n, z.device, z.dtype)
+            forward, inverse = (lambda v: v @ c.t()), (lambda v: v @ c)  # dct(v) = v C^T, idct(v) = v C
+        else:
+            forward, inverse = dct, idct
+        for layer in range(self.layers):
+            z = forward(z * self.a[layer])
+            if self.extra_riffle:
+                z = z.index_select(-1, self.riffle)
+            z = inverse(z * self.d[layer])
+            if self.perm is not None and layer < self.layers - 1:
+                z = z.index_select(-1, self.perm)
+        return z
+
+    def matrix(self) -> torch.Tensor:
+        """The effective (in_features, out_features) matrix W, so that the stack is x @ W (+ bias)."""
+        eye = torch.eye(self.in_features, self.n, device=self.a.device, dtype=self.a.dtype)
+        return self.transform(eye, dense_dct=self.n <= DENSE_DCT_MAX)[:, :self.out_features]
+
+    def fast(self, x: torch.Tensor) -> torch.Tensor:
+        """The FFT path: zero-pad to N, transform, keep the first out_features (no bias)."""
+        # torch.fft needs float32/64 for non-power-of-two sizes (half inputs arrive under autocast)
+        z = x if x.dtype in (torch.float32, torch.float64) else x.float()
+        if self.n > self.in_features:
+            z = F.pad(z, (0, self.n - self.in_features))
+        return self.transform(z)[..., :self.out_features].to(x.dtype)
+
+    def pick_path(self, positions: int) -> str:
+        """The configured path, or the cost model's choice for ``positions`` vectors."""
+        if self.path != "auto":
+            return self.path
+        return choose_path(positions, self.in_features, self.out_features, self.layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        positions = x.numel() // max(1, x.shape[-1])
+        if self.pick_path(positions) == "collapse":
+            return F.linear(x, self.matrix().t().to(x.dtype), self.bias)
+        y = self.fast(x)
+        return y + self.bias if self.bias is not None else y
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, layers={self.layers}, "
+                f"shuffle={self.shuffle}, extra_riffle={self.extra_riffle}, path={self.path}")
+
+
+LinearACDC = StackedACDCLinear  # the name the research notes use
+
+
+def linear_params(in_features: int, out_features: int, layers: int, bias: bool = False) -> int:
+    """Parameters of :class:`StackedACDCLinear`: 2*L*max(in, out) (+ out for the bias)."""
+    return 2 * int(layers) * max(in_features, out_features) + (out_features if bias else 0)
+
+
+class ACDCConv(SeparableConv):
+    """Depthwise k x k (k > 1) then a stacked-ACDC 1x1 on the channels at every position."""
+
+    def __init__(self, spec: ConvSpec, hp: int, shuffle: str = "riffle", extra_riffle: bool = False,
+                 path: str = "auto", seed: int = 0) -> None:
+        options = {"shuffle": shuffle, "extra_riffle": extra_riffle, "path": path, "seed": seed}
+        super().__init__("acdc", spec, hp, options)
+        self.acdc = StackedACDCLinear(spec.in_channels, spec.out_channels, hp, shuffle=shuffle,
+                                      extra_riffle=extra_riffle, bias=spec.bias, path=path, seed=seed)
+
+    def pointwise(self, x: torch.Tensor) -> torch.Tensor:
+        core = self.acdc
+        positions = x.shape[0] * x.shape[2] * x.shape[3]
+        if core.pick_path(positions) == "collapse":
+            weight = core.matrix().t().to(x.dtype)[:, :, None, None]
+            return F.conv2d(x, weight, core.bias)
+        y = core.fast(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return y + core.bias[:, None, None] if core.bias is not None else y
+
+
+def build(spec: ConvSpec, hp: int = HP.default, shuffle: str = "riffle", extra_riffle: bool = False,
+          path: str = "auto", seed: int = 0) -> ACDCConv:
+    """A separable stacked-ACDC conv with ``hp`` layers."""
+    require_plain(spec, "acdc")
+    return ACDCConv(spec, HP.validate(hp), shuffle, extra_riffle, path, seed)
+
+
+def params(spec: ConvSpec, hp: int, **options) -> int:
+    """in*kh*kw (k > 1) + 2*L*max(in, out) (+ out bias)."""
+    return depthwise_params(spec) + linear_params(spec.in_channels, spec.out_channels, hp, spec.bias)
+
+
+def pointwise_cost(in_features: int, out_features: int, layers: int) -> int:
+    """Per-vector mult-adds at test time: min(L*(2 N ceil(log2 N) + 2N), in*out), N = max(in, out)."""
+    return min(int(layers) * layer_cost(max(in_features, out_features)), in_features * out_features)
+
+
+def macs(spec: ConvSpec, hp: int, in_hw: tuple[int, int], **options) -> int:
+    """Depthwise + out_h*out_w * min(L*(2 N ceil(log2 N) + 2N), in*out)."""
+    oh, ow = pointwise_hw(spec, in_hw)
+    return depthwise_macs(spec, in_hw) + oh * ow * pointwise_cost(spec.in_channels, spec.out_channels, hp)
+
+
+register_method(Method(
+    name="acdc",
+    description="depthwise k x k + stacked ACDC 1x1 (y = C^-1 D C A x per layer, riffle shuffles; hp = layers)",
+    build=build, params=params, macs=macs, hp=HP, options=dict(OPTIONS),
+    paper="Moczulski et al. 2016, ACDC: A Structured Efficient Linear Layer",
+))

@@ -1,0 +1,88 @@
+"""Orthonormal DCT-II and its inverse (DCT-III) along the last dimension, via one real FFT.
+
+Makhoul (1980), "A fast cosine transform in one and multiple dimensions": reorder the input
+(even samples ascending, then odd samples descending), take an N-point real FFT, rotate by the
+twiddle ``exp(-i*pi*k/(2N))``. Works for every N (not only powers of two) and on any device;
+differentiable through ``torch.fft``. Matches ``scipy.fft.dct(x, type=2, norm="ortho")`` and
+``scipy.fft.idct(x, type=2, norm="ortho")`` (= DCT-III ortho).
+
+This module registers no method (it is imported by :mod:`lowrank.methods.acdc`).
+
+Cost convention for mult-add counts (:func:`dct_macs`): one length-N DCT (or inverse) costs
+``N * ceil(log2 N)`` mult-adds, the usual O(N log N) FFT figure, rounded up to an integer.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+_CACHE: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+_MATRICES: dict[tuple, torch.Tensor] = {}
+
+
+def _tables(n: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(Makhoul permutation, its inverse, ortho-scaled twiddles s_k*exp(-i*pi*k/2N) for k <= N//2)."""
+    key = (n, str(device), dtype)
+    if key not in _CACHE:
+        # evens ascending, then odds descending from the largest odd index below N
+        last_odd = n - 1 if n % 2 == 0 else n - 2
+        perm = torch.cat([torch.arange(0, n, 2), torch.arange(last_odd, 0, -2) if last_odd > 0 else torch.arange(0)])
+        k = torch.arange(n // 2 + 1, dtype=torch.float64)
+        scale = torch.full((n // 2 + 1,), math.sqrt(2.0 / n), dtype=torch.float64)
+        scale[0] = math.sqrt(1.0 / n)
+        twiddle = torch.exp(-1j * math.pi * k / (2 * n)) * scale
+        cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+        _CACHE[key] = (perm.to(device), torch.argsort(perm).to(device), twiddle.to(device=device, dtype=cdtype))
+    return _CACHE[key]
+
+
+def dct(x: torch.Tensor) -> torch.Tensor:
+    """Orthonormal DCT-II along the last dimension (``scipy.fft.dct(x, type=2, norm='ortho')``)."""
+    n = x.shape[-1]
+    perm, _, twiddle = _tables(n, x.device, x.dtype)
+    # Makhoul: V = rfft(v), v = x reordered; X[k] = Re(W^k V[k]), X[N-k] = -Im(W^k V[k]).
+    z = torch.fft.rfft(x.index_select(-1, perm), dim=-1) * twiddle
+    head = z.real                                        # X[0 .. N//2]
+    tail = -z.imag[..., 1:(n - 1) // 2 + 1].flip(-1)     # X[N//2+1 .. N-1]
+    # the twiddle already carries the k>0 scale sqrt(2/N); X[N-k] uses W^k's scale, which is the same
+    return torch.cat([head, tail], dim=-1)
+
+
+def idct(y: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`dct`: orthonormal DCT-III along the last dimension (``scipy.fft.idct``, ortho)."""
+    n = y.shape[-1]
+    _, inverse_perm, twiddle = _tables(n, y.device, y.dtype)
+    # Invert X[k] = Re(W^k V[k]), X[N-k] = -Im(W^k V[k]) (with ortho scales s_k):
+    # W^k V[k] = X[k]/s_k - i X[N-k]/s_k, X[N] := 0, then v = irfft(V), x[perm] = v.
+    half = n // 2 + 1
+    re = y[..., :half]
+    im = torch.zeros_like(re)
+    im[..., 1:] = -y[..., n - n // 2:].flip(-1)  # -X[N-k] for 1 <= k <= N//2
+    # |twiddle_k| = s_k, so dividing by twiddle = multiplying by conj(W^k) / s_k
+    spectrum = torch.complex(re, im) / twiddle
+    v = torch.fft.irfft(spectrum, n=n, dim=-1)
+    return v.index_select(-1, inverse_perm)
+
+
+def dct_matrix(n: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """The N x N orthonormal DCT-II matrix C (so ``dct(x) == x @ C.T``), built from the cosine formula."""
+    k = torch.arange(n, dtype=torch.float64)[:, None]
+    i = torch.arange(n, dtype=torch.float64)[None, :]
+    c = torch.cos(math.pi * k * (2 * i + 1) / (2 * n)) * math.sqrt(2.0 / n)
+    c[0] /= math.sqrt(2.0)
+    return c.to(dtype)
+
+
+def cached_dct_matrix(n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """:func:`dct_matrix` on ``device``/``dtype``, built once per (n, device, dtype)."""
+    key = ("matrix", n, str(device), dtype)
+    if key not in _MATRICES:
+        _MATRICES[key] = dct_matrix(n).to(device=device, dtype=dtype)
+    return _MATRICES[key]
+
+
+def dct_macs(n: int) -> int:
+    """Mult-adds charged for one length-n DCT or inverse DCT: n * ceil(log2 n) (0 for n = 1)."""
+    return n * math.ceil(math.log2(n)) if n > 1 else 0
