@@ -1,0 +1,89 @@
+"""`lowrank run` and `lowrank count` through the real entry point (a subprocess, as a user types it)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+QUICK = str(REPO / "presets" / "quickstart.yaml")
+
+
+def lowrank(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "console.cli", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_count_json_has_the_documented_keys(home, tmp_path):
+    result = lowrank("count", QUICK, "--set", "substitute.method=generic", "--set", "substitute.budget=0.2",
+                     "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    for key in ("params", "macs", "dense_params", "dense_macs", "method", "hp", "budget_target", "budget_gap"):
+        assert key in data, key
+    assert data["method"] == "generic" and data["dense_params"] == 75114
+    assert abs(data["params"] - 0.2 * 75114) / (0.2 * 75114) < 0.01 and abs(data["budget_gap"]) < 0.01
+    assert sum(row["params"] for row in data["layers"]) == data["params"]
+
+
+def test_count_unreachable_budget_is_one_clear_message(home, tmp_path):
+    result = lowrank("count", QUICK, "--set", "substitute.method=generic", "--set", "substitute.budget_params=10",
+                     cwd=tmp_path)
+    assert result.returncode == 2
+    assert "cannot reach" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("overrides,key", [
+    (["--set", "train.epochs=-1"], "train.epochs"),
+    (["--set", "model.kwargs.depth=3"], "model.kwargs.depth"),
+    (["--set", "substitute.method=nope"], "substitute.method"),
+])
+def test_run_with_bad_input_creates_nothing(home, tmp_path, overrides, key):
+    result = lowrank("run", QUICK, *overrides, cwd=tmp_path)
+    assert result.returncode == 2
+    assert key in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 3
+    assert not (home / "runs").exists() or not list((home / "runs").iterdir())
+
+
+def test_run_foreground_json_summary(home, tmp_path):
+    result = lowrank("run", QUICK, "--json", "--set", "train.epochs=2", "--set", "train.device=cpu", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr + result.stdout
+    summary = json.loads(result.stdout)
+    assert summary["state"] == "finished" and summary["method"] == "separable"
+    assert summary["params"] == 11018 and summary["test_err1"] is not None
+    assert Path(summary["run_dir"]).is_dir() and Path(summary["run_dir"]).parent == home / "runs"
+
+
+def test_ctrl_c_stops_a_foreground_run_cleanly(home, tmp_path):
+    import signal
+    import time
+
+    import psutil
+
+    from lowrank.rundir import RunDir
+
+    cli = subprocess.Popen([sys.executable, "-m", "console.cli", "run", QUICK, "--set", "train.epochs=500",
+                            "--set", "train.device=cpu"], cwd=tmp_path, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    run = None
+    while time.monotonic() < deadline:
+        runs = list((home / "runs").glob("*")) if (home / "runs").exists() else []
+        if runs and any(r.get("event") == "step" for r in RunDir(runs[0]).read_metrics()):
+            run = RunDir(runs[0])
+            break
+        time.sleep(0.1)
+    assert run is not None, "the run never started"
+    worker_pid = run.read_status()["pid"]
+    cli.send_signal(signal.SIGINT)  # what the terminal sends on Ctrl-C
+    out, err = cli.communicate(timeout=60)
+    status = run.read_status()
+    assert status["state"] == "killed", (status, err)
+    assert "killed" in out
+    assert not psutil.pid_exists(worker_pid) or psutil.Process(worker_pid).status() == psutil.STATUS_ZOMBIE
+    assert run.read_metrics()[-1]["event"] == "end"
