@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -126,6 +126,10 @@ class TrainConfig(Section):
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     deterministic: bool = True  # deterministic algorithms (exact resume on CPU)
+    drop_path_max: float = Field(0.0, ge=0, lt=1)  # drop-path prob. max * (epoch - 1) / epochs in epoch 1.. (DARTS)
+    aux_weight: float = Field(0.0, ge=0)  # weight of the auxiliary head's CE (models returning (logits, aux))
+    amp: Literal["off", "bf16", "fp16"] = "off"  # autocast on CUDA; CPU: bf16 autocast, fp16 refused
+    channels_last: bool = False  # NHWC memory format for model and batches on CUDA; no-op on the CPU
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
@@ -136,6 +140,60 @@ class TrainConfig(Section):
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov needs momentum > 0")
         return self
+
+
+class TeacherModelConfig(ModelConfig):
+    """The teacher's architecture: as ModelConfig, but the name is required (no silent default)."""
+
+    name: str  # a name in the model registry
+
+
+class TeacherConfig(Section):
+    """A trained network to learn from (distillation, imitation); checked at run time, not here."""
+
+    checkpoint: str = Field(min_length=1)  # a .pt path (absolute or relative to the worker's cwd) or a run id
+    model: TeacherModelConfig | None = None  # its architecture; None: the config saved in our checkpoints
+    verify: bool = True  # evaluate the teacher's own test error at start (event "teacher", status teacher_err1)
+
+
+class DistillConfig(Section):
+    """Knowledge distillation plus attention transfer (see lowrank.distill for the conventions)."""
+
+    temperature: float = Field(4.0, gt=0)  # softmax temperature T of the KD term
+    alpha: float = Field(0.9, ge=0, le=1)  # loss = alpha * KD + (1 - alpha) * CE + AT
+    at_beta: float = Field(0.0, ge=0)  # attention-transfer beta (AT paper: 1e3); 0 = no AT
+    student_taps: list[str] | None = None  # AT taps of the student; None: the model's tap_names
+    teacher_taps: list[str] | None = None  # AT taps of the teacher; None: the teacher's tap_names
+
+
+class StageConfig(Section):
+    """One stage of layer-wise imitation; unset optimiser fields fall back to `train`."""
+
+    name: Literal["block", "output", "finetune"]  # block: MSE per block; output: KL to the teacher; finetune: CE
+    epochs: int = Field(ge=1)  # epochs of this stage (the stages' sum is the run's train.epochs)
+    optimizer: Literal["sgd", "adam", "adamw"] | None = None  # default train.optimizer
+    lr: float | None = Field(None, gt=0)  # default train.lr
+    weight_decay: float | None = Field(None, ge=0)  # default train.weight_decay (Go Wide stage 1: 0)
+    schedule: ScheduleConfig | None = None  # over this stage's epochs; default train.schedule
+
+
+class ImitationConfig(Section):
+    """Go Wide, Then Narrow (Zhou et al. 2020): the stages run in order, each with a fresh optimiser."""
+
+    stages: list[StageConfig] = Field(min_length=1)  # e.g. block 10, output 50, finetune 30 epochs
+    temperature: float = Field(1.0, gt=0)  # of the stage-2 KL on softened outputs
+    teacher_forcing: bool = True  # stage 1 feeds block k the teacher's block k-1 output (paper); false for DARTS
+    student_taps: list[str] | None = None  # the student's blocks; None: its tap_names
+    teacher_taps: list[str] | None = None  # the teacher's blocks; None: its tap_names
+
+    @field_validator("stages")
+    @classmethod
+    def _order(cls, stages: list[StageConfig]) -> list[StageConfig]:
+        names = [stage.name for stage in stages]
+        order = {"block": 0, "output": 1, "finetune": 2}
+        if len(set(names)) != len(names) or names != sorted(names, key=order.__getitem__):
+            raise ValueError(f"stages must be distinct and in the order block, output, finetune (got {names})")
+        return stages
 
 
 class LogConfig(Section):
@@ -175,6 +233,9 @@ class ExperimentConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    teacher: TeacherConfig | None = None  # needed by distill and imitation
+    distill: DistillConfig | None = None  # KD + AT from the teacher
+    imitation: ImitationConfig | None = None  # layer-wise imitation stages instead of one training phase
 
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML-safe dict (tuples become lists)."""
@@ -321,8 +382,41 @@ def validate(data: dict[str, Any], origin: dict[str, str] | None = None,
             hint = f"{hint + '; ' if hint else ''}also: {more}"
         raise ConfigError(message, file=_source_of(origin, key_path, default_source), key=key_path,
                           hint=hint) from None
+    check_protocols(config, origin, default_source)
     check_registered(config, origin, default_source)
     return config
+
+
+def check_protocols(config: ExperimentConfig, origin: dict[str, str], default_source: str) -> None:
+    """Cross-section rules of teacher, distill and imitation; derives train.epochs from the stages.
+
+    train.epochs of an imitation run is the sum of its stage epochs: left unset it is taken
+    from the stages, set to anything else it is an error (one source of truth, checked).
+    """
+    def fail(key: str, message: str, hint: str | None = None) -> None:
+        raise ConfigError(message, file=_source_of(origin, key, default_source), key=key, hint=hint)
+
+    for section in ("distill", "imitation"):
+        if getattr(config, section) is not None and config.teacher is None:
+            fail(section, f"{section} needs a teacher", "add teacher.checkpoint (a checkpoint path or a run id)")
+    if config.distill is not None and config.imitation is not None:
+        fail("imitation", "give distill or imitation, not both",
+             "imitation's output stage already distils the teacher's softened outputs")
+    imitation = config.imitation
+    if imitation is None:
+        return
+    total = sum(stage.epochs for stage in imitation.stages)
+    if "epochs" not in config.train.model_fields_set:
+        config.train.epochs = total
+    elif config.train.epochs != total:
+        fail("train.epochs", f"train.epochs ({config.train.epochs}) must equal the sum of the imitation stage "
+                             f"epochs ({total})", "leave train.epochs unset to take the sum of the stages")
+    if config.train.aux_weight:
+        fail("train.aux_weight", "imitation stages do not use an auxiliary head loss", "set it to 0")
+    for i, stage in enumerate(imitation.stages):
+        if config.train.nesterov and (stage.optimizer or config.train.optimizer) != "sgd":
+            fail(f"imitation.stages.{i}.optimizer", "train.nesterov applies to optimizer: sgd only",
+                 "set train.nesterov to false")
 
 
 def _section_for(loc: tuple) -> type[BaseModel] | None:
@@ -353,6 +447,12 @@ def check_registered(config: ExperimentConfig, origin: dict[str, str], default_s
         fail("model.name", f"unknown model {config.model.name!r}", f"known models: {', '.join(list_models())}")
     _check_kwargs(fail, "model.kwargs", config.model.kwargs, model_kwargs(config.model.name),
                   reserved=("num_classes", "in_channels"))
+    if config.teacher is not None and config.teacher.model is not None:
+        teacher = config.teacher.model
+        if teacher.name not in list_models():
+            fail("teacher.model.name", f"unknown model {teacher.name!r}", f"known models: {', '.join(list_models())}")
+        _check_kwargs(fail, "teacher.model.kwargs", teacher.kwargs, model_kwargs(teacher.name),
+                      reserved=("num_classes", "in_channels"))
     if config.data.name not in list_datasets():
         fail("data.name", f"unknown dataset {config.data.name!r}", f"known datasets: {', '.join(list_datasets())}")
     _check_kwargs(fail, "data.kwargs", config.data.kwargs, dataset_kwargs(config.data.name), reserved=())

@@ -11,6 +11,7 @@ stopped by SIGTERM/SIGINT (state ``killed``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import random
@@ -27,7 +28,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from .config import ExperimentConfig, from_dict
+from .amp import Precision
+from .config import from_dict
 from .errors import UserError
 from .rundir import BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, RunDir, append_result, now_iso
 
@@ -117,37 +119,34 @@ def topk_errors(logits: torch.Tensor, targets: torch.Tensor) -> tuple[int, int]:
     return int((~hit[:, 0]).sum()), int((~hit.any(dim=1)).sum())
 
 
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, stop: _StopFlag) -> dict[str, float]:
+def to_device(images: torch.Tensor, targets: torch.Tensor, device: torch.device,
+              channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move a batch; NHWC images when ``channels_last`` (CUDA only: a no-op on the CPU)."""
+    images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+    if channels_last and device.type == "cuda" and images.dim() == 4:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, targets
+
+
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, stop: _StopFlag,
+             precision: Precision | None = None, channels_last: bool = False) -> dict[str, float]:
     """Mean cross-entropy and top-1/top-5 error (percent) of ``model`` over ``loader``."""
     model.eval()
     total, loss_sum, miss1, miss5 = 0, 0.0, 0, 0
+    autocast = precision.autocast if precision is not None else contextlib.nullcontext
     with torch.no_grad():
         for images, targets in loader:
             stop.check()
-            images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-            logits = model(images)
+            images, targets = to_device(images, targets, device, channels_last)
+            with autocast():
+                logits = model(images)
             if isinstance(logits, tuple):
                 logits = logits[0]
+            logits = logits.float()
             loss_sum += float(F.cross_entropy(logits, targets, reduction="sum"))
             m1, m5 = topk_errors(logits, targets)
             miss1, miss5, total = miss1 + m1, miss5 + m5, total + len(targets)
     return {"loss": loss_sum / total, "err1": 100.0 * miss1 / total, "err5": 100.0 * miss5 / total}
-
-
-def make_optimizer(config: ExperimentConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD (momentum, nesterov), Adam or AdamW over weight-decay groups.
-
-    Substituted layers get weight decay x (compressed / dense parameters) when
-    ``substitute.scale_weight_decay`` is on (research notes, 12 Dec 2018).
-    """
-    from .param_groups import param_groups
-
-    train = config.train
-    groups = param_groups(model, train.weight_decay, scale_by_compression=config.substitute.scale_weight_decay)
-    if train.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=train.lr, momentum=train.momentum, nesterov=train.nesterov)
-    optimizer_cls = torch.optim.Adam if train.optimizer == "adam" else torch.optim.AdamW
-    return optimizer_cls(groups, lr=train.lr, betas=tuple(train.betas))
 
 
 # ---------------------------------------------------------------- the run
@@ -157,11 +156,15 @@ def train(run: RunDir, resume: bool, stop: _StopFlag) -> dict[str, Any]:
     """Train the run's experiment to the end; returns the summary written to status.json."""
     from .build import build_network
     from .data import build_datasets, describe
+    from .protocol import build_objective, drop_path_prob, make_optimizer, plan_phases
     from .schedule import lr_multiplier
+    from .teacher import build_teacher, claimed_error
 
     config = from_dict(run.read_config(), source=str(run.file(CONFIG_FILE)))
     train_cfg, log_cfg = config.train, config.log
     device = resolve_device(train_cfg.device)
+    precision = Precision(train_cfg.amp, device)
+    channels_last = train_cfg.channels_last and device.type == "cuda"  # a no-op on the CPU
     seed_everything(train_cfg.seed, train_cfg.deterministic)
     run.update_status(state="running", pid=os.getpid(), pgid=os.getpgid(0), started=now_iso(),
                       heartbeat=now_iso(), device=str(device), epochs=train_cfg.epochs, error=None,
@@ -178,21 +181,37 @@ def train(run: RunDir, resume: bool, stop: _StopFlag) -> dict[str, Any]:
     val_loader = DataLoader(data.val, batch_size=eval_bs, num_workers=config.data.workers, pin_memory=pin)
     test_loader = DataLoader(data.test, batch_size=eval_bs, num_workers=config.data.workers, pin_memory=pin)
 
-    # -- network, optimizer, schedule ----------------------------------------------------
+    # -- network, teacher, objective, phases ---------------------------------------------
     net = build_network(config, data.num_classes, data.input_shape, device=device)
-    model = net.model
-    optimizer = make_optimizer(config, model)
+    model = net.model.to(memory_format=torch.channels_last) if channels_last else net.model
+    if train_cfg.drop_path_max and not hasattr(model, "drop_path_prob"):
+        raise UserError(f"model {config.model.name!r} has no drop-path (no drop_path_prob attribute)",
+                        key="train.drop_path_max", hint="set train.drop_path_max to 0 for this model")
+    teacher, teacher_facts = None, {}
+    if config.teacher is not None:
+        # before the resume below: evaluating draws from the RNG that the checkpoint restores
+        teacher, teacher_path = build_teacher(config, data.num_classes, data.input_shape, device, run.home)
+        teacher = teacher.to(memory_format=torch.channels_last) if channels_last else teacher
+        claimed = claimed_error(teacher_path)  # what the teacher's own run reported, if it is one of ours
+        teacher_facts = {"teacher_checkpoint": str(teacher_path), "teacher_claimed_err1": claimed}
+        if config.teacher.verify:
+            measured = evaluate(teacher, test_loader, device, stop, precision, channels_last)
+            teacher_facts.update(teacher_err1=measured["err1"], teacher_err5=measured["err5"])
+            run.append_metric({"event": "teacher", "split": "test", "checkpoint": str(teacher_path),
+                               "claimed_err1": claimed, **measured})
+            print(f"teacher {teacher_path}: test err {measured['err1']:.2f}% (top-5 {measured['err5']:.2f}%)"
+                  + (f"; its run reported {claimed:.2f}%" if claimed is not None else ""), flush=True)
+        run.update_status(**teacher_facts)
+    objective = build_objective(config, model, teacher, data.input_shape, device)
+    phases = plan_phases(config)
     steps_per_epoch = len(train_loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_multiplier(train_cfg.schedule, step / steps_per_epoch, train_cfg.epochs))
-    criterion = nn.CrossEntropyLoss(label_smoothing=train_cfg.label_smoothing)
 
-    start_epoch, best_err1, best_epoch, train_seconds = 0, math.inf, None, 0.0
+    start_epoch, best_err1, best_epoch, train_seconds, state = 0, math.inf, None, 0.0, None
     if resume and run.file(CHECKPOINT_FILE).exists():
         state = torch.load(run.file(CHECKPOINT_FILE), map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        objective.load_state_dict(state.get("objective", {}))
+        precision.load_state_dict(state.get("scaler", {}))
         start_epoch, best_err1, best_epoch = state["epoch"], state["best_err1"], state["best_epoch"]
         train_seconds = state.get("train_seconds", 0.0)
         set_rng_state(state["rng"])
@@ -203,87 +222,113 @@ def train(run: RunDir, resume: bool, stop: _StopFlag) -> dict[str, Any]:
     run.update_status(**{k: facts[k] for k in ("params", "macs", "dense_params", "dense_macs", "method", "hp")},
                       epoch=start_epoch, steps_per_epoch=steps_per_epoch)
     run.append_metric({"event": "start", "epoch": start_epoch, "resumed": bool(resume and start_epoch),
-                       "device": str(device), "data": describe(data), **facts})
+                       "device": str(device), "data": describe(data), "amp": train_cfg.amp,
+                       "phases": [{"name": p.name, "epochs": p.epochs} for p in phases], **facts})
     print(f"{config.name}: {net.params:,} params ({net.params / net.dense_params:.3f} of dense), "
           f"{net.macs:,} mult-adds, device {device}, {len(data.train)} training images", flush=True)
 
     last_heartbeat = time.monotonic()
     val_metrics: dict[str, float] = {}
-    for epoch in range(start_epoch, train_cfg.epochs):
-        # -- train one epoch -------------------------------------------------------------
-        model.train()
-        loader_generator.manual_seed(train_cfg.seed * 1_000_003 + epoch)  # per-epoch order: resume-exact
-        epoch_start = time.perf_counter()
-        seen = loss_sum = miss1 = miss5 = 0
-        window_seen, window_loss, window_miss, window_start = 0, 0.0, 0, time.perf_counter()
-        for batch, (images, targets) in enumerate(train_loader):
-            stop.check()
-            images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-            logits = model(images)
-            loss = criterion(logits, targets)
+    for phase in phases:
+        if phase.end <= start_epoch:
+            continue
+        # -- optimiser and lr schedule of this phase (each imitation stage starts afresh) --------
+        extra = objective.parameters(phase)
+        params = [*model.parameters(), *extra]
+        optimizer = make_optimizer(config, phase, model, extra)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step, p=phase: lr_multiplier(p.schedule, step / steps_per_epoch, p.epochs))
+        if state is not None and start_epoch > phase.start:  # resuming inside this phase
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+        stage = {"stage": phase.name} if config.imitation is not None else {}
+        for epoch in range(max(start_epoch, phase.start), phase.end):
+            # -- train one epoch ---------------------------------------------------------
+            model.train()
+            if hasattr(model, "drop_path_prob"):
+                model.drop_path_prob = drop_path_prob(train_cfg.drop_path_max, epoch, train_cfg.epochs)
+            loader_generator.manual_seed(train_cfg.seed * 1_000_003 + epoch)  # per-epoch order: resume-exact
+            epoch_start = time.perf_counter()
+            seen = loss_sum = miss1 = miss5 = 0
+            window_seen, window_loss, window_miss, window_start = 0, 0.0, 0, time.perf_counter()
+            part_sums: dict[str, float] = {}
+            window_parts: dict[str, float] = {}
+            for batch, (images, targets) in enumerate(train_loader):
+                stop.check()
+                images, targets = to_device(images, targets, device, channels_last)
+                with precision.autocast():
+                    loss, logits, parts = objective(model, images, targets, phase)
 
-            # a NaN/inf loss stops the run here, not days later (research notes, Dec 2017)
-            loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):
-                global_step = epoch * steps_per_epoch + batch
-                raise NonFiniteLoss(f"non-finite loss ({loss_value}) at epoch {epoch + 1}, step {global_step} "
-                                    f"(batch {batch + 1}/{steps_per_epoch}); lr {scheduler.get_last_lr()[0]:.4g}")
+                # a NaN/inf loss stops the run here, not days later (research notes, Dec 2017)
+                loss_value = float(loss.detach())
+                if not math.isfinite(loss_value):
+                    global_step = epoch * steps_per_epoch + batch
+                    raise NonFiniteLoss(f"non-finite loss ({loss_value}) at epoch {epoch + 1}, step {global_step} "
+                                        f"(batch {batch + 1}/{steps_per_epoch}); lr {scheduler.get_last_lr()[0]:.4g}")
 
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if train_cfg.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
+                precision.backward_and_step(loss, optimizer, params, train_cfg.grad_clip)
+                scheduler.step()
 
-            # -- bookkeeping and progress ------------------------------------------------
-            count = len(targets)
-            m1, m5 = topk_errors(logits.detach(), targets)
-            seen, loss_sum, miss1, miss5 = seen + count, loss_sum + loss_value * count, miss1 + m1, miss5 + m5
-            window_seen, window_loss, window_miss = window_seen + count, window_loss + loss_value * count, window_miss + m1
-            if (batch + 1) % log_cfg.step_every == 0 or batch + 1 == steps_per_epoch:
-                elapsed = time.perf_counter() - window_start
-                run.append_metric({"event": "step", "epoch": epoch + 1, "step": epoch * steps_per_epoch + batch + 1,
-                                   "batch": batch + 1, "batches": steps_per_epoch, "split": "train",
-                                   "loss": window_loss / window_seen, "err1": 100.0 * window_miss / window_seen,
-                                   "lr": scheduler.get_last_lr()[0],
-                                   "throughput": window_seen / elapsed if elapsed > 0 else None})
-                window_seen, window_loss, window_miss, window_start = 0, 0.0, 0, time.perf_counter()
-            if time.monotonic() - last_heartbeat > HEARTBEAT_SECONDS:
-                run.update_status(heartbeat=now_iso())
-                last_heartbeat = time.monotonic()
+                # -- bookkeeping and progress --------------------------------------------
+                count = len(targets)
+                m1, m5 = topk_errors(logits.detach().float(), targets)
+                seen, loss_sum, miss1, miss5 = seen + count, loss_sum + loss_value * count, miss1 + m1, miss5 + m5
+                window_seen, window_loss = window_seen + count, window_loss + loss_value * count
+                window_miss += m1
+                for key, value in parts.items():
+                    part_sums[key] = part_sums.get(key, 0.0) + float(value) * count
+                    window_parts[key] = window_parts.get(key, 0.0) + float(value) * count
+                if (batch + 1) % log_cfg.step_every == 0 or batch + 1 == steps_per_epoch:
+                    elapsed = time.perf_counter() - window_start
+                    run.append_metric({"event": "step", "epoch": epoch + 1, "step": epoch * steps_per_epoch + batch + 1,
+                                       "batch": batch + 1, "batches": steps_per_epoch, "split": "train", **stage,
+                                       "loss": window_loss / window_seen, "err1": 100.0 * window_miss / window_seen,
+                                       **{key: value / window_seen for key, value in window_parts.items()},
+                                       "lr": scheduler.get_last_lr()[0],
+                                       "throughput": window_seen / elapsed if elapsed > 0 else None})
+                    window_seen, window_loss, window_miss, window_start = 0, 0.0, 0, time.perf_counter()
+                    window_parts = {}
+                if time.monotonic() - last_heartbeat > HEARTBEAT_SECONDS:
+                    run.update_status(heartbeat=now_iso())
+                    last_heartbeat = time.monotonic()
 
-        epoch_seconds = time.perf_counter() - epoch_start
-        train_seconds += epoch_seconds
-        train_metrics = {"loss": loss_sum / seen, "err1": 100.0 * miss1 / seen, "err5": 100.0 * miss5 / seen}
-        run.append_metric({"event": "epoch", "epoch": epoch + 1, "split": "train", **train_metrics,
-                           "lr": scheduler.get_last_lr()[0], "throughput": seen / epoch_seconds,
-                           "seconds": epoch_seconds})
+            epoch_seconds = time.perf_counter() - epoch_start
+            train_seconds += epoch_seconds
+            train_metrics = {"loss": loss_sum / seen, "err1": 100.0 * miss1 / seen, "err5": 100.0 * miss5 / seen}
+            extras = {key: value / seen for key, value in part_sums.items()}
+            if hasattr(model, "drop_path_prob"):
+                extras["drop_path_prob"] = model.drop_path_prob
+            run.append_metric({"event": "epoch", "epoch": epoch + 1, "split": "train", **stage, **train_metrics,
+                               **extras, "lr": scheduler.get_last_lr()[0], "throughput": seen / epoch_seconds,
+                               "seconds": epoch_seconds})
 
-        # -- evaluate and checkpoint -----------------------------------------------------
-        last_epoch = epoch + 1 == train_cfg.epochs
-        line = f"epoch {epoch + 1}/{train_cfg.epochs} train loss {train_metrics['loss']:.4f} err {train_metrics['err1']:.2f}%"
-        if (epoch + 1) % log_cfg.eval_every == 0 or last_epoch:
-            val_metrics = evaluate(model, val_loader, device, stop)
-            run.append_metric({"event": "eval", "epoch": epoch + 1, "split": "val", **val_metrics})
-            line += f" | val loss {val_metrics['loss']:.4f} err {val_metrics['err1']:.2f}%"
-            if val_metrics["err1"] < best_err1:
-                best_err1, best_epoch = val_metrics["err1"], epoch + 1
-                atomic_save({"model": model.state_dict(), "epoch": epoch + 1, "val": val_metrics,
-                             "config": config.to_dict()}, run.file(BEST_FILE))
-        if (epoch + 1) % log_cfg.checkpoint_every == 0 or last_epoch:
-            atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "best_err1": best_err1,
-                         "best_epoch": best_epoch, "train_seconds": train_seconds, "rng": rng_state(),
-                         "config": config.to_dict()}, run.file(CHECKPOINT_FILE))
-        print(f"{line} | {seen / epoch_seconds:.0f} img/s", flush=True)
-        run.update_status(epoch=epoch + 1, heartbeat=now_iso(), last_loss=train_metrics["loss"],
-                          last_val_err1=val_metrics.get("err1"),
-                          best_val_err1=None if math.isinf(best_err1) else best_err1)
-        last_heartbeat = time.monotonic()
+            # -- evaluate and checkpoint -------------------------------------------------
+            last_epoch = epoch + 1 == train_cfg.epochs
+            line = (f"epoch {epoch + 1}/{train_cfg.epochs}{' ' + phase.name if stage else ''} "
+                    f"train loss {train_metrics['loss']:.4f} err {train_metrics['err1']:.2f}%")
+            if (epoch + 1) % log_cfg.eval_every == 0 or last_epoch:
+                val_metrics = evaluate(model, val_loader, device, stop, precision, channels_last)
+                run.append_metric({"event": "eval", "epoch": epoch + 1, "split": "val", **stage, **val_metrics})
+                line += f" | val loss {val_metrics['loss']:.4f} err {val_metrics['err1']:.2f}%"
+                if val_metrics["err1"] < best_err1:
+                    best_err1, best_epoch = val_metrics["err1"], epoch + 1
+                    atomic_save({"model": model.state_dict(), "epoch": epoch + 1, "val": val_metrics,
+                                 "config": config.to_dict()}, run.file(BEST_FILE))
+            if (epoch + 1) % log_cfg.checkpoint_every == 0 or last_epoch:
+                atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "phase": phase.index,
+                             "objective": objective.state_dict(), "scaler": precision.state_dict(),
+                             "best_err1": best_err1, "best_epoch": best_epoch, "train_seconds": train_seconds,
+                             "rng": rng_state(), "config": config.to_dict()}, run.file(CHECKPOINT_FILE))
+            print(f"{line} | {seen / epoch_seconds:.0f} img/s", flush=True)
+            run.update_status(epoch=epoch + 1, heartbeat=now_iso(), last_loss=train_metrics["loss"],
+                              last_val_err1=val_metrics.get("err1"),
+                              best_val_err1=None if math.isinf(best_err1) else best_err1, **stage)
+            last_heartbeat = time.monotonic()
+    objective.close()
 
     # -- final test ----------------------------------------------------------------------
-    test_metrics = evaluate(model, test_loader, device, stop)
+    test_metrics = evaluate(model, test_loader, device, stop, precision, channels_last)
     run.append_metric({"event": "test", "epoch": train_cfg.epochs, "split": "test", **test_metrics})
     summary = {"params": net.params, "macs": net.macs, "dense_params": net.dense_params,
                "dense_macs": net.dense_macs, "method": net.method, "hp": net.hp,
@@ -291,7 +336,7 @@ def train(run: RunDir, resume: bool, stop: _StopFlag) -> dict[str, Any]:
                "final_val_err1": val_metrics.get("err1"),
                "best_val_err1": None if math.isinf(best_err1) else best_err1, "best_epoch": best_epoch,
                "test_err1": test_metrics["err1"], "test_err5": test_metrics["err5"],
-               "test_loss": test_metrics["loss"], "train_seconds": train_seconds}
+               "test_loss": test_metrics["loss"], "train_seconds": train_seconds, **teacher_facts}
     return summary
 
 

@@ -58,9 +58,11 @@ def _prepare(preset: Optional[Path], overrides: list[str], resume: Optional[str]
     if resume:
         if preset is not None or overrides:
             raise UserError("--resume continues a run with its saved config; drop PRESET and --set", key="--resume")
+        from console.launch import relaunch
         from console.runs import RunStore
 
-        return RunStore().resolve(resume)
+        # refuses a running or finished run, or one without a checkpoint; keeps the attempt history
+        return relaunch(RunStore().resolve(resume), resume=True)
     if preset is None:
         raise UserError("missing PRESET", hint="lowrank run presets/quickstart.yaml")
     config = load(preset, overrides)  # raises ConfigError before anything is created

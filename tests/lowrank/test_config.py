@@ -107,6 +107,44 @@ BAD = [
      "substitute.options.rank"),
     ("section is a scalar", {**GOOD, "train": 5}, [], "train"),
     ("eval every zero", {**GOOD, "log": {"eval_every": 0}}, [], "log.eval_every"),
+    ("amp mode", {**GOOD, "train": {"amp": "fp8"}}, [], "train.amp"),
+    ("drop path of 1", {**GOOD, "train": {"drop_path_max": 1.0}}, [], "train.drop_path_max"),
+    ("negative aux weight", {**GOOD, "train": {"aux_weight": -0.4}}, [], "train.aux_weight"),
+    ("channels_last not a bool", {**GOOD, "train": {"channels_last": "maybe"}}, [], "train.channels_last"),
+    ("teacher without checkpoint", {**GOOD, "teacher": {"verify": True}}, [], "teacher.checkpoint"),
+    ("teacher model without name", {**GOOD, "teacher": {"checkpoint": "t.pt", "model": {"kwargs": {}}}}, [],
+     "teacher.model.name"),
+    ("unknown teacher model", {**GOOD, "teacher": {"checkpoint": "t.pt", "model": {"name": "vgg99"}}}, [],
+     "teacher.model.name"),
+    ("unknown teacher model kwarg", {**GOOD, "teacher": {"checkpoint": "t.pt", "model": {
+        "name": "wrn", "kwargs": {"width": 3}}}}, [], "teacher.model.kwargs.width"),
+    ("distill without teacher", {**GOOD, "distill": {"alpha": 0.5}}, [], "distill"),
+    ("distill alpha above 1", {**GOOD, "teacher": {"checkpoint": "t.pt"}, "distill": {"alpha": 2}}, [],
+     "distill.alpha"),
+    ("distill temperature zero", {**GOOD, "teacher": {"checkpoint": "t.pt"}, "distill": {"temperature": 0}}, [],
+     "distill.temperature"),
+    ("unknown distill key", {**GOOD, "teacher": {"checkpoint": "t.pt"}, "distill": {"beta": 1000}}, [],
+     "distill.beta"),
+    ("imitation without teacher", {**GOOD, "imitation": {"stages": [{"name": "block", "epochs": 1}]}}, [],
+     "imitation"),
+    ("distill and imitation", {**GOOD, "teacher": {"checkpoint": "t.pt"}, "distill": {},
+                               "imitation": {"stages": [{"name": "block", "epochs": 2}]}}, [], "imitation"),
+    ("imitation epochs disagree", {**GOOD, "teacher": {"checkpoint": "t.pt"},
+                                   "imitation": {"stages": [{"name": "block", "epochs": 1}]}}, [], "train.epochs"),
+    ("imitation stage order", {**GOOD, "train": {}, "teacher": {"checkpoint": "t.pt"}, "imitation": {"stages": [
+        {"name": "finetune", "epochs": 1}, {"name": "block", "epochs": 1}]}}, [], "imitation.stages"),
+    ("unknown imitation stage", {**GOOD, "train": {}, "teacher": {"checkpoint": "t.pt"},
+                                 "imitation": {"stages": [{"name": "warmup", "epochs": 1}]}}, [],
+     "imitation.stages.0.name"),
+    ("imitation stage without epochs", {**GOOD, "train": {}, "teacher": {"checkpoint": "t.pt"},
+                                        "imitation": {"stages": [{"name": "block"}]}}, [], "imitation.stages.0.epochs"),
+    ("imitation with no stages", {**GOOD, "train": {}, "teacher": {"checkpoint": "t.pt"},
+                                  "imitation": {"stages": []}}, [], "imitation.stages"),
+    ("nesterov with an adam stage", {**GOOD, "train": {"nesterov": True}, "teacher": {"checkpoint": "t.pt"},
+                                     "imitation": {"stages": [{"name": "block", "epochs": 1, "optimizer": "adam"}]}},
+     [], "imitation.stages.0.optimizer"),
+    ("aux weight with imitation", {**GOOD, "train": {"aux_weight": 0.4}, "teacher": {"checkpoint": "t.pt"},
+                                   "imitation": {"stages": [{"name": "block", "epochs": 1}]}}, [], "train.aux_weight"),
     ("override of unknown key", GOOD, ["train.epoch=3"], "train.epoch"),
     ("override with wrong type", GOOD, ["train.lr=fast"], "train.lr"),
     ("override into a scalar", GOOD, ["train.epochs.value=3"], "train.epochs.value"),
@@ -124,6 +162,16 @@ def test_bad_preset_names_file_and_key(tmp_path, description, data, overrides, k
     assert error.file in (expected_file, str(preset)), error.file
     assert key in str(error)
     assert "Traceback" not in str(error)
+
+
+def test_imitation_run_length_is_the_sum_of_its_stages(tmp_path):
+    data = {**GOOD, "train": {"lr": 0.1}, "teacher": {"checkpoint": "missing-at-validation-time.pt"},
+            "imitation": {"stages": [{"name": "block", "epochs": 2}, {"name": "finetune", "epochs": 3}]}}
+    config = load(write(tmp_path / "p.yaml", data))
+    assert config.train.epochs == 5
+    again = ExperimentConfig.model_validate(yaml.safe_load(yaml.safe_dump(config.to_dict())))
+    assert again.train.epochs == 5  # the resolved config (as saved in the run) stays consistent
+    assert load(write(tmp_path / "p.yaml", data), ["train.epochs=5"]).train.epochs == 5
 
 
 def test_error_names_the_base_file_that_set_the_bad_key(tmp_path):

@@ -1,0 +1,395 @@
+"""``lowrank compare``: budget-matched sweeps from a preset, their progress, tables and plots.
+
+Shape (a Typer group whose default command is ``run``)::
+
+    lowrank compare [run] PRESET --methods generic,tt,sep_hashed --budgets 0.02,0.05,0.1
+                    [--seeds N] [--set K=V ...] [--gpus N | --cpu] [--detach] [--dry-run]
+                    [--skip-unreachable] [--json]
+    lowrank compare show SWEEP [--json | --csv] [--png FILE] [--metric test_err1]
+    lowrank compare resume SWEEP [--gpus N | --cpu] [--detach] [--json]
+    lowrank compare ls [--json]
+
+``SWEEP`` is a sweep id, a unique prefix or part of one, or ``last``. A preset path that
+happens to be named like a subcommand (``show``) needs the explicit ``run``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from typer.core import TyperGroup
+
+POLL_SECONDS = 1.0
+STATE_STYLE = {"running": "cyan", "queued": "blue", "finished": "green", "failed": "red", "killed": "yellow",
+               "vanished": "red", "skipped": "dim"}
+
+
+class _DefaultRunGroup(TyperGroup):
+    """A group where ``compare PRESET ...`` means ``compare run PRESET ...``."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+def _split(text: str, what: str, cast=str) -> list:
+    from lowrank.errors import UserError
+
+    try:
+        return [cast(part.strip()) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"expected a comma-separated list of numbers, got {text!r}", key=what) from None
+
+
+def _requirement(gpus: Optional[int], cpu: bool) -> dict[str, Any]:
+    from lowrank.errors import UserError
+
+    from console.scheduler import requirement_from_cli
+
+    if cpu and gpus:
+        raise UserError("--cpu cannot be combined with --gpus", key="--cpu")
+    return requirement_from_cli(gpus=gpus, cpu=cpu)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``compare`` group (run, show, resume, ls)."""
+    group = typer.Typer(cls=_DefaultRunGroup, no_args_is_help=True,
+                        help="Budget-matched comparisons: `lowrank compare PRESET --methods ... --budgets ...`, "
+                             "then `lowrank compare show SWEEP`.")
+    app.add_typer(group, name="compare")
+
+    @group.command("run", no_args_is_help=True)
+    def run(
+        preset: Annotated[Path, typer.Argument(help="experiment YAML, e.g. presets/quickstart.yaml")],
+        methods: Annotated[str, typer.Option("--methods", "-m", help="comma-separated methods, e.g. generic,tt,sep_hashed")],
+        budgets: Annotated[str, typer.Option("--budgets", "-b", help="comma-separated fractions of the dense "
+                                                                     "network's parameters, e.g. 0.05,0.1")] = "",
+        seeds: Annotated[int, typer.Option("--seeds", help="seeds per (method, budget), from the preset's train.seed")] = 1,
+        set_: Annotated[list[str], typer.Option("--set", "-s", help="override KEY.PATH=VALUE for every run, repeatable")] = [],
+        gpus: Annotated[Optional[int], typer.Option("--gpus", help="GPUs per run")] = None,
+        cpu: Annotated[bool, typer.Option("--cpu", help="run on the CPU")] = False,
+        detach: Annotated[bool, typer.Option("--detach", help="queue the runs and return at once")] = False,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan only; create nothing")] = False,
+        skip_unreachable: Annotated[bool, typer.Option("--skip-unreachable",
+                                                       help="launch the reachable runs when some budgets are "
+                                                            "out of a method's range (default: refuse)")] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="print JSON (the plan, or the sweep)")] = False,
+    ) -> None:
+        """Plan a sweep (method x budget x seed, hp solved per budget) and queue its runs."""
+        from console import compare
+
+        requirement = _requirement(gpus, cpu)
+        plan = compare.plan_sweep(preset, _split(methods, "--methods"), _split(budgets, "--budgets", float),
+                                  seeds, set_)
+        if dry_run and as_json:
+            typer.echo(json.dumps(plan.to_dict(), indent=2))
+            return
+        if not as_json:
+            _print_plan(plan)
+        if dry_run:
+            return
+        if plan.problems and skip_unreachable and not as_json:
+            typer.secho(f"warning: skipping {len(plan.problems)} unreachable run(s):\n"
+                        + compare.unreachable_message(plan), fg="yellow", err=True)
+        if plan.problems and not skip_unreachable:
+            from lowrank.errors import UserError
+
+            pairs = len({(entry.method, entry.budget) for entry in plan.problems})
+            raise UserError(f"nothing launched: {pairs} (method, budget) pair(s) cannot reach their budget"
+                            + (" (listed above)" if not as_json else f"\n{compare.unreachable_message(plan)}"),
+                            key="--budgets", hint="choose budgets inside the reachable ranges, drop those methods, "
+                                                  "or pass --skip-unreachable to launch the rest")
+        manifest = compare.launch_sweep(plan, requirement, skip_unreachable=skip_unreachable)
+        sweep_id = manifest["sweep"]
+        if detach:
+            if as_json:
+                typer.echo(json.dumps(_launched(manifest), indent=2))
+            else:
+                typer.echo(f"sweep {sweep_id}: {len(_launched(manifest)['runs'])} run(s) queued\n"
+                           f"  watch:   lowrank compare show {sweep_id}   (or lowrank ls)\n"
+                           f"  resume:  lowrank compare resume {sweep_id}")
+            return
+        if not as_json:
+            typer.echo(f"sweep {sweep_id}: {len(_launched(manifest)['runs'])} run(s) queued; waiting "
+                       f"(Ctrl-C stops watching, the runs keep going)")
+        code = _watch(sweep_id, quiet=as_json)
+        _show(sweep_id, as_json=as_json)
+        raise typer.Exit(code)
+
+    @group.command("show", no_args_is_help=True)
+    def show(
+        sweep: Annotated[str, typer.Argument(help="sweep id (a unique part is enough, or 'last')")],
+        as_json: Annotated[bool, typer.Option("--json", help="print the table rows and the runs as JSON")] = False,
+        as_csv: Annotated[bool, typer.Option("--csv", help="print the table as CSV")] = False,
+        png: Annotated[Optional[Path], typer.Option("--png", help="also save both plots to this PNG "
+                                                                  "(needs: pip install 'lowrank[plot]')")] = None,
+        metric: Annotated[str, typer.Option("--metric", help="error plotted: test_err1, best_val_err1 or "
+                                                             "final_val_err1")] = "test_err1",
+        no_plot: Annotated[bool, typer.Option("--no-plot", help="the table only")] = False,
+    ) -> None:
+        """The sweep's table (method x budget, mean ± std over seeds) and error-vs-size plots."""
+        from lowrank.errors import UserError
+
+        from console import compare
+
+        if metric not in compare.ERROR_METRICS:
+            raise UserError(f"unknown metric {metric!r}", key="--metric", hint=", ".join(compare.ERROR_METRICS))
+        if as_json and as_csv:
+            raise UserError("give one of --json and --csv", key="--csv")
+        _show(compare.resolve_sweep(sweep), as_json=as_json, as_csv=as_csv, png=png, metric=metric,
+              plots=not no_plot)
+
+    @group.command("resume", no_args_is_help=True)
+    def resume(
+        sweep: Annotated[str, typer.Argument(help="sweep id (a unique part is enough, or 'last')")],
+        gpus: Annotated[Optional[int], typer.Option("--gpus", help="GPUs per relaunched run (default: as before)")] = None,
+        cpu: Annotated[bool, typer.Option("--cpu", help="relaunch on the CPU")] = False,
+        detach: Annotated[bool, typer.Option("--detach", help="queue and return at once")] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="print what was done as JSON")] = False,
+    ) -> None:
+        """Relaunch the runs of a sweep that did not finish (failed, killed, vanished)."""
+        from console import compare
+
+        sweep_id = compare.resolve_sweep(sweep)
+        actions = compare.resume_sweep(sweep_id, _requirement(gpus, cpu) or None)
+        redone = [action for action in actions if action["action"] in ("resumed", "relaunched")]
+        if as_json:
+            typer.echo(json.dumps({"sweep": sweep_id, "actions": actions}, indent=2))
+        else:
+            for action in actions:
+                where = f"{action['method']} @ {_budget(action['budget'])} seed {action['seed']}"
+                if action["action"] == "kept":
+                    typer.echo(f"  kept        {where}: {action['state']}")
+                else:
+                    typer.secho(f"  {action['action']:<11} {where}: {action['state']} -> {action['run_id']}",
+                                fg="cyan")
+            typer.echo(f"sweep {sweep_id}: {len(redone)} run(s) re-queued")
+        if detach or not redone:
+            return
+        code = _watch(sweep_id, quiet=as_json)
+        if not as_json:
+            _show(sweep_id)
+        raise typer.Exit(code)
+
+    @group.command("ls")
+    def ls(as_json: Annotated[bool, typer.Option("--json", help="print a JSON list")] = False) -> None:
+        """List sweeps with their methods, budgets, seeds and run states."""
+        from console import compare
+
+        sweeps = compare.list_sweeps()
+        if as_json:
+            typer.echo(json.dumps(sweeps, indent=2))
+            return
+        if not sweeps:
+            typer.echo("no sweeps yet (lowrank compare PRESET --methods ... --budgets ...)")
+            return
+        from rich.table import Table
+
+        table = Table(box=None, header_style="bold", pad_edge=False)
+        for column in ("sweep", "created", "preset", "model", "methods", "budgets", "seeds", "runs"):
+            table.add_column(column)
+        for row in sweeps:
+            states = ", ".join(f"[{STATE_STYLE.get(state, '')}]{count} {state}[/]" for state, count in row["states"].items())
+            table.add_row(row["sweep"], str(row["created"] or "-"), str(row["preset"]), str(row["model"]),
+                          ",".join(row["methods"] or []), ",".join(f"{b:g}" for b in row["budgets"] or []),
+                          ",".join(map(str, row["seeds"] or [])), states)
+        _console().print(table)
+
+
+# ---------------------------------------------------------------- printing
+
+
+def _console():
+    """A rich console; piped output is not wrapped at 80 columns (tables stay one line per row)."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=max(console.width, 160))
+
+
+def _budget(budget: float | None) -> str:
+    return "ref" if budget is None else f"{budget:g}"
+
+
+def _seconds(value: float | None) -> str:
+    from console.commands.ls import duration
+
+    return "-" if value is None else f"{value:.1f}s" if value < 60 else duration(value)
+
+
+def _launched(manifest: dict) -> dict:
+    return {"sweep": manifest["sweep"], "manifest": str(_manifest_file(manifest["sweep"])),
+            "runs": [{"run_id": e["run_id"], "method": e["method"], "budget": e["budget"], "seed": e["seed"],
+                      "hp": e["hp"]} for e in manifest["entries"] if e.get("run_id")],
+            "skipped": [{"method": e["method"], "budget": e["budget"], "seed": e["seed"], "problem": e["problem"]}
+                        for e in manifest["entries"] if not e.get("run_id")]}
+
+
+def _manifest_file(sweep_id: str) -> Path:
+    from console.compare import manifest_path
+
+    return manifest_path(sweep_id)
+
+
+def _print_plan(plan) -> None:
+    """One row per (method, budget) -- seeds share the solved hp -- and the problems."""
+    from rich.table import Table
+
+    console = _console()
+    title = (f"plan: {plan.name} ({plan.model} on {plan.dataset}), dense {plan.dense_params:,} params, "
+             f"{plan.dense_macs:,} mult-adds; seeds {','.join(map(str, plan.seeds))}")
+    table = Table(title=title, box=None, header_style="bold", pad_edge=False, title_justify="left")
+    for column, justify in (("method", "left"), ("budget", "right"), ("hp", "right"), ("params", "right"),
+                            ("x dense", "right"), ("mult-adds", "right"), ("gap", "right"), ("runs", "right"),
+                            ("", "left")):
+        table.add_column(column, justify=justify, no_wrap=True)
+    seen: dict[tuple, list] = {}
+    for entry in plan.entries:
+        seen.setdefault((entry.method, entry.budget), []).append(entry)
+    problems = []
+    for (method, budget), entries in seen.items():
+        entry = entries[0]
+        if entry.problem:
+            table.add_row(method, _budget(budget), "-", "-", "-", "-", "-", "0", "[red]unreachable[/]")
+            problems.append(f"  {method} @ {_budget(budget)}: {entry.problem}")
+            continue
+        table.add_row(method, _budget(budget), f"{entry.hp:.6g}" if entry.hp is not None else "-",
+                      f"{entry.params:,}", f"{entry.params / plan.dense_params:.4f}", f"{entry.macs:,}",
+                      f"{100 * entry.gap:+.2f}%" if entry.gap is not None else "-", str(len(entries)),
+                      "[dim]reference[/]" if entry.reference else f"[dim]{entry.hp_name}[/]")
+    console.print(table)
+    if problems:
+        console.print("[red]unreachable:[/]\n" + "\n".join(problems), highlight=False)
+    for note in plan.notes:
+        console.print(f"[dim]note: {note}[/]")
+    runnable = len(plan.runnable)
+    console.print(f"{runnable} run(s) planned" + (f", {len(plan.problems)} unreachable" if plan.problems else ""))
+
+
+def _progress_table(sweep_id: str, rows: list[dict]):
+    from rich.table import Table
+
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["state"]] = counts.get(row["state"], 0) + 1
+    caption = "  ".join(f"{count} {state}" for state, count in sorted(counts.items()))
+    table = Table(title=f"{sweep_id}: {caption}", box=None, header_style="bold", pad_edge=False, title_justify="left")
+    for column, justify in (("method", "left"), ("budget", "right"), ("seed", "right"), ("state", "left"),
+                            ("epoch", "right"), ("val err", "right"), ("best", "right"), ("run", "left")):
+        table.add_column(column, justify=justify)
+    for row in rows:
+        state = row["state"] or "-"
+        pct = lambda value: "-" if value is None else f"{value:.2f}%"  # noqa: E731
+        table.add_row(row["method"], _budget(row["budget"]), str(row["seed"]),
+                      f"[{STATE_STYLE.get(state, '')}]{state}[/]",
+                      f"{row['epoch'] or 0}/{row['epochs'] or '?'}", pct(row["last_val_err1"]),
+                      pct(row["best_val_err1"]), row["run_id"] or (row["error"] or "")[:60])
+    return table
+
+
+def _watch(sweep_id: str, *, quiet: bool = False, poll: float = POLL_SECONDS) -> int:
+    """Redraw the sweep's states until no run is queued or running; 0 if all finished.
+
+    Ctrl-C stops watching only: the runs belong to the scheduler and keep going.
+    """
+    from rich.live import Live
+
+    from console import compare
+
+    def poll_until_done(live=None) -> list[dict]:
+        while True:
+            rows = compare.progress(compare.read_manifest(sweep_id), None)
+            if live is not None:
+                live.update(_progress_table(sweep_id, rows), refresh=True)
+            if compare.is_done(rows):
+                return rows
+            time.sleep(poll)
+
+    try:
+        if quiet:
+            rows = poll_until_done()
+        else:
+            console = _console()
+            with Live(console=console, auto_refresh=False, transient=False) as live:
+                rows = poll_until_done(live)
+            if not console.is_terminal:
+                console.line()  # the last frame of a non-terminal Live ends without a newline
+    except KeyboardInterrupt:
+        typer.secho(f"\nstopped watching; the runs keep going.\n  watch:   lowrank compare show {sweep_id}  "
+                    f"(or lowrank ls)\n  resume:  lowrank compare resume {sweep_id}", fg="yellow", err=True)
+        raise typer.Exit(130) from None
+    return 0 if all(row["state"] in ("finished", "skipped") for row in rows) else 1
+
+
+def _show(sweep_id: str, *, as_json: bool = False, as_csv: bool = False, png: Optional[Path] = None,
+          metric: str = "test_err1", plots: bool = True) -> None:
+    from console import compare
+
+    manifest = compare.read_manifest(sweep_id)
+    runs = compare.run_rows(manifest)
+    summary = compare.summarize(runs, manifest.get("methods"))
+    if png is not None:
+        compare.save_png(summary, png, metric=metric, title=f"{manifest.get('name')} ({sweep_id})")
+    if as_json:
+        typer.echo(json.dumps({"sweep": sweep_id, "preset": manifest.get("preset"),
+                               "overrides": manifest.get("overrides"), "model": manifest.get("model"),
+                               "dataset": manifest.get("dataset"), "dense_params": manifest.get("dense_params"),
+                               "dense_macs": manifest.get("dense_macs"), "rows": summary, "runs": runs,
+                               "png": str(png) if png else None}, indent=2, default=str))
+        return
+    if as_csv:
+        columns = [key for key in summary[0] if key not in ("states", "seeds")] if summary else []
+        writer = csv.DictWriter(sys.stdout, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(summary)
+        return
+    _print_table(manifest, summary, runs)
+    if plots:
+        text = compare.render_plots(summary, metric=metric, color=sys.stdout.isatty())
+        typer.echo(text if text else "(no finished runs to plot yet)")
+    if png is not None:
+        typer.echo(f"saved {png}")
+
+
+def _print_table(manifest: dict, summary: list[dict], runs: list[dict]) -> None:
+    from rich.table import Table
+
+    from console.compare import fmt_mean_std
+
+    console = _console()
+    title = (f"{manifest['sweep']}: {manifest.get('name')} ({manifest.get('model')} on {manifest.get('dataset')}), "
+             f"dense {manifest.get('dense_params', 0):,} params / {manifest.get('dense_macs', 0):,} mult-adds; "
+             f"top-1 error %, mean ± std over seeds")
+    table = Table(title=title, header_style="bold", title_justify="left", show_edge=False)
+    for column, justify in (("method", "left"), ("budget", "right"), ("hp", "right"), ("params", "right"),
+                            ("x dense", "right"), ("mult-adds", "right"), ("done", "right"), ("final val", "right"),
+                            ("best val", "right"), ("test", "right"), ("train time", "right")):
+        table.add_column(column, justify=justify)
+    for row in summary:
+        hp = row.get("hp")
+        done = f"{row['finished']}/{row['runs']}"
+        if row["finished"] < row["runs"]:
+            others = ", ".join(f"{n} {s}" for s, n in row["states"].items() if s != "finished")
+            done = f"{done} [yellow]({others})[/]"
+        table.add_row(row["method"], _budget(row["budget"]), "-" if hp is None else f"{hp:.4g}",
+                      f"{row['params']:,}" if row.get("params") else "-",
+                      f"{row['params_fraction']:.4f}" if row.get("params_fraction") else "-",
+                      f"{row['macs']:,}" if row.get("macs") else "-", done,
+                      fmt_mean_std(row["final_val_err1_mean"], row["final_val_err1_std"]),
+                      fmt_mean_std(row["best_val_err1_mean"], row["best_val_err1_std"]),
+                      fmt_mean_std(row["test_err1_mean"], row["test_err1_std"]),
+                      _seconds(row["train_seconds_mean"]))
+    console.print(table)
+    failed = [run for run in runs if run["state"] in ("failed", "killed", "vanished")]
+    for run in failed:
+        console.print(f"[red]{run['state']}[/] {run['method']} @ {_budget(run['budget'])} seed {run['seed']} "
+                      f"({run['run_id']}): {run['error']}")
+    if failed:
+        console.print(f"relaunch them: lowrank compare resume {manifest['sweep']}")

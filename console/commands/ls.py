@@ -1,0 +1,80 @@
+"""``lowrank ls``: every run with its state and progress (a table, or JSON)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Optional
+
+import typer
+
+STATE_STYLE = {"running": "cyan", "queued": "blue", "finished": "green", "failed": "red", "killed": "yellow"}
+
+
+def duration(seconds: float | None) -> str:
+    """``3h07m``, ``12m05s``, ``42s`` (``-`` when unknown)."""
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``ls`` command."""
+
+    @app.command("ls")
+    def ls(
+        state: Annotated[Optional[list[str]], typer.Option("--state", help="only runs in this state (repeatable)")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="print a JSON list")] = False,
+        last: Annotated[Optional[int], typer.Option("--last", "-n", help="only the N most recent runs")] = None,
+    ) -> None:
+        """List runs: model, method, budget, state, GPUs, epoch, loss, best error, elapsed, ETA."""
+        from lowrank.errors import UserError
+        from lowrank.rundir import STATES
+
+        from console.runs import RunStore
+
+        bad = sorted(set(state or ()) - set(STATES))
+        if bad:
+            raise UserError(f"unknown state {bad[0]!r}", key="--state", hint=f"states: {', '.join(STATES)}")
+        infos = RunStore().list(state or None)
+        if last:
+            infos = infos[-last:]
+        if as_json:
+            typer.echo(json.dumps([info.to_dict() for info in infos], indent=2))
+            return
+        if not infos:
+            typer.echo("no runs yet" + (f" in state {', '.join(state)}" if state else "") + " (lowrank run PRESET)")
+            return
+        _table(infos)
+
+
+def _table(infos) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column, justify in (("run", "left"), ("model", "left"), ("method", "left"), ("budget", "right"),
+                            ("params", "right"), ("state", "left"), ("gpus", "left"), ("epoch", "right"),
+                            ("loss", "right"), ("best err", "right"), ("elapsed", "right"), ("eta", "right")):
+        table.add_column(column, justify=justify, no_wrap=True, min_width=len(column))
+    for info in infos:
+        style = STATE_STYLE.get(info.state, "")
+        gpus = "cpu" if info.gpus == [] else ",".join(map(str, info.gpus)) if info.gpus else "-"
+        table.add_row(
+            info.run_id, info.model or "-", info.method or "-",
+            "-" if info.budget is None else f"{info.budget:g}",
+            "-" if info.params is None else f"{info.params:,}",
+            f"[{style}]{info.state}[/]" if style else info.state, gpus,
+            f"{info.epoch or 0}/{info.epochs or '?'}",
+            "-" if info.last_loss is None else f"{info.last_loss:.4f}",
+            "-" if info.best_err1 is None else f"{info.best_err1:.2f}%",
+            duration(info.elapsed_s), duration(info.eta_s))
+    console = Console()
+    if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
+        console = Console(width=240)
+    console.print(table)
+    failed = [info for info in infos if info.state == "failed" and info.error]
+    for info in failed[-3:]:
+        Console(stderr=True, soft_wrap=True).print(f"[red]{info.run_id}[/]: {info.error}", highlight=False)

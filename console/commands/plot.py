@@ -1,0 +1,43 @@
+"""``lowrank plot RUN...``: train/val loss and error curves in the terminal, runs overlaid."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``plot`` command."""
+
+    @app.command(no_args_is_help=True)
+    def plot(
+        runs: Annotated[list[str], typer.Argument(help="run ids (unique prefixes are enough)")],
+        metric: Annotated[Optional[list[str]], typer.Option("--metric", "-m", help="loss, err1 or err5 (repeatable)")] = None,
+        width: Annotated[Optional[int], typer.Option(help="chart width in characters")] = None,
+        height: Annotated[int, typer.Option(help="chart height in lines")] = 18,
+        no_color: Annotated[bool, typer.Option("--no-color", help="plain characters only")] = False,
+    ) -> None:
+        """Plot loss and top-1 error (train and val) against epoch for one or more runs."""
+        from lowrank.errors import UserError
+
+        from console.plotting import METRICS, render
+        from console.runs import RunStore
+
+        metrics = metric or ["loss", "err1"]
+        bad = [name for name in metrics if name not in METRICS]
+        if bad:
+            raise UserError(f"unknown metric {bad[0]!r}", key="--metric", hint=f"choose from {', '.join(METRICS)}")
+        store = RunStore()
+        series = []
+        for prefix in runs:
+            run = store.resolve(prefix)
+            label = run.read_status().get("name") or run.run_id
+            if sum(1 for other in runs if other) > 1:
+                label = f"{label} ({run.run_id[-4:]})"  # two runs of one preset share a name
+            series.append((label, run.read_metrics()))
+        text = render(series, metrics=metrics, width=width, height=height, color=not no_color)
+        if not text:
+            raise UserError("nothing to plot yet: no loss/error events in these runs' metrics.jsonl",
+                            hint="wait for the first steps (lowrank logs RUN -f)")
+        typer.echo(text)

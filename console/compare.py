@@ -1,0 +1,643 @@
+"""Budget-matched comparisons: one preset, several methods, several parameter budgets, seeds.
+
+The research question is always "at the same parameter budget, which substitute gives the
+lowest error?" (research notes 000: budgets set with a solver on a parameter count, then
+error plotted against parameters and mult-adds). A *sweep* is:
+
+1. a **plan** (:func:`plan_sweep`): one entry per (method, budget, seed), each with the
+   method's hyperparameter solved on the meta device by the same code the worker uses
+   (:func:`lowrank.build.build_network` -> :func:`lowrank.budget.solve_budget`), the
+   achieved parameters and mult-adds and the gap; a budget a method cannot reach is a
+   per-entry ``problem`` carrying the solver's message (with the reachable range).
+   Methods without a hyperparameter (dense, separable) are references: one entry per
+   seed, whatever the budgets.
+2. **runs**: each entry's config is the preset + overrides with ``substitute.method``,
+   the solved ``substitute.hp`` *pinned* (``substitute.budget`` cleared: hp and budget
+   are exclusive) and ``train.seed``; so config.yaml says exactly what ran even if the
+   solver changes later. The budget lives in the run's status (``sweep``,
+   ``sweep_budget``, ``sweep_method``, ``sweep_seed``) and in the manifest.
+3. a **manifest** ``$LOWRANK_HOME/sweeps/<sweep_id>.json`` (written atomically, updated
+   under a lock): preset, overrides, methods, budgets, seeds and the entries with their
+   run ids, plan figures and resolved configs (so a deleted run can be recreated).
+
+Runs are queued through :mod:`console.scheduler`; results are read back from each run's
+status.json (the worker also appends a results.csv row carrying the sweep id).
+No torch at import time: the library is imported inside the functions that need it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import re
+import secrets
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from lowrank.errors import BudgetError, ConfigError, UserError
+from lowrank.rundir import (CHECKPOINT_FILE, FINAL_STATES, RunDir, atomic_write_text, file_lock, lowrank_home,
+                            now_iso, read_json, runs_root)
+
+SWEEPS_DIR = "sweeps"
+STATUS_KEYS = ("sweep", "sweep_method", "sweep_budget", "sweep_seed")  # what a sweep run carries in status.json
+ERROR_METRICS = {"test_err1": "test top-1 error %", "best_val_err1": "best val top-1 error %",
+                 "final_val_err1": "final val top-1 error %"}
+
+
+# ---------------------------------------------------------------- the plan
+
+
+@dataclasses.dataclass
+class PlanEntry:
+    """One planned run: a method at a budget (None for a reference) and a seed."""
+
+    method: str
+    budget: float | None
+    seed: int
+    name: str
+    reference: bool = False  # a method without hp: trained once per seed, whatever the budgets
+    hp: float | int | None = None
+    hp_name: str | None = None
+    params: int | None = None
+    macs: int | None = None
+    target: int | None = None  # the parameter count the budget asks for
+    gap: float | None = None  # (params - target) / target
+    problem: str | None = None  # why this entry cannot run (e.g. the budget is out of the method's reach)
+    hint: str | None = None
+    run_id: str | None = None
+    history: list[str] = dataclasses.field(default_factory=list)  # earlier run ids of this entry (resume)
+    config: dict[str, Any] | None = None  # the resolved config the run gets (hp pinned)
+
+    def to_dict(self, with_config: bool = False) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        if not with_config:
+            data.pop("config")
+        return data
+
+
+@dataclasses.dataclass
+class SweepPlan:
+    """Every (method, budget, seed) of a sweep with its solved hp, or why it cannot run."""
+
+    preset: str
+    overrides: list[str]
+    methods: list[str]
+    budgets: list[float]
+    seeds: list[int]
+    name: str
+    model: str
+    dataset: str
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    dense_params: int
+    dense_macs: int
+    entries: list[PlanEntry]
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def problems(self) -> list[PlanEntry]:
+        """Entries that cannot run (one per unreachable (method, budget, seed))."""
+        return [entry for entry in self.entries if entry.problem]
+
+    @property
+    def runnable(self) -> list[PlanEntry]:
+        return [entry for entry in self.entries if not entry.problem]
+
+    def to_dict(self, with_config: bool = False) -> dict[str, Any]:
+        data = {key: getattr(self, key) for key in ("preset", "overrides", "methods", "budgets", "seeds", "name",
+                                                     "model", "dataset", "num_classes", "dense_params",
+                                                     "dense_macs", "notes")}
+        data["input_shape"] = list(self.input_shape)
+        data["entries"] = [entry.to_dict(with_config) for entry in self.entries]
+        return data
+
+
+def _seed_list(seeds: int | Sequence[int] | None, base: int) -> list[int]:
+    """``N`` -> N consecutive seeds from the preset's ``train.seed``; a list is taken as is."""
+    if seeds is None:
+        return [base]
+    if isinstance(seeds, int):
+        if seeds < 1:
+            raise UserError(f"--seeds must be >= 1, got {seeds}", key="--seeds")
+        return [base + index for index in range(seeds)]
+    out = list(dict.fromkeys(int(seed) for seed in seeds))
+    if not out:
+        raise UserError("no seeds given", key="--seeds")
+    return out
+
+
+def _check_methods(methods: Sequence[str]) -> list[str]:
+    from lowrank.methods import get_method, list_methods
+
+    names = list(dict.fromkeys(method.strip() for method in methods if method.strip()))
+    if not names:
+        raise UserError("no methods given", key="--methods", hint="e.g. --methods generic,tt,sep_hashed")
+    known = [method.name for method in list_methods()]
+    for name in names:
+        try:
+            get_method(name)
+        except KeyError:
+            raise UserError(f"unknown method {name!r}", key="--methods", hint=f"known methods: {', '.join(known)}") from None
+    return names
+
+
+def _check_budgets(budgets: Sequence[float]) -> list[float]:
+    out = list(dict.fromkeys(float(budget) for budget in budgets))
+    for budget in out:
+        if not 0 < budget <= 1:
+            raise UserError(f"budget {budget:g} is not a fraction in (0, 1] of the dense network's parameters",
+                            key="--budgets", hint="e.g. --budgets 0.02,0.05,0.1")
+    return sorted(out)
+
+
+def _load_for(preset: Path, overrides: list[str], method: str, budget: float | None, notes: list[str]):
+    """The preset with ``method`` at ``budget`` (hp/budget_params cleared), validated.
+
+    Preset options that the method does not take (e.g. ``dims`` of tt for generic) are
+    dropped with a note rather than refusing the whole sweep.
+    """
+    from lowrank.config import load
+
+    target = [f"substitute.method={method}", "substitute.hp=null", "substitute.budget_params=null",
+              f"substitute.budget={'null' if budget is None else repr(budget)}"]
+    try:
+        return load(preset, [*overrides, *target])
+    except ConfigError as error:
+        if not (error.key or "").startswith("substitute.options."):
+            raise
+    note = f"{method}: the preset's substitute.options do not apply to it; using {method}'s defaults"
+    if note not in notes:
+        notes.append(note)
+    return load(preset, [*overrides, *target, "substitute.options={}"])
+
+
+def plan_sweep(preset: str | Path, methods: Sequence[str], budgets: Sequence[float],
+               seeds: int | Sequence[int] | None = 1, overrides: Sequence[str] = ()) -> SweepPlan:
+    """Expand a sweep into entries, solving each (method, budget) on the meta device.
+
+    ``seeds``: a count (consecutive from the preset's ``train.seed``) or explicit seeds.
+    A bad preset or override raises ConfigError; an unreachable budget does not raise --
+    its entries carry ``problem`` (the solver's message with the reachable range).
+    """
+    import torch
+
+    from lowrank.build import build_network
+    from lowrank.config import load
+    from lowrank.data import dataset_shape
+    from lowrank.methods import get_method
+
+    preset, overrides = Path(preset), list(overrides)
+    names = _check_methods(methods)
+    with_hp = [name for name in names if get_method(name).hp is not None]
+    budget_list = _check_budgets(budgets)
+    if with_hp and not budget_list:
+        raise UserError(f"{', '.join(with_hp)} need(s) budgets", key="--budgets", hint="e.g. --budgets 0.05,0.1")
+    base = load(preset, overrides)  # the preset itself must be valid: errors name its file and key
+    seed_list = _seed_list(seeds, base.train.seed)
+    num_classes, input_shape = dataset_shape(base.data)
+    notes: list[str] = []
+    references = [name for name in names if name not in with_hp]
+    if references:
+        notes.append(f"{', '.join(references)}: no hyperparameter, so one reference run per seed "
+                     f"(independent of the budgets)")
+
+    entries: list[PlanEntry] = []
+    dense_params = dense_macs = None
+    for method in names:
+        declaration = get_method(method)
+        for budget in (budget_list if declaration.hp is not None else [None]):
+            label = f"{base.name}-{method}" + (f"-{budget:g}" if budget is not None else "")
+            config = _load_for(preset, overrides, method, budget, notes)
+            solved: dict[str, Any] = {}
+            problem = hint = None
+            try:
+                with torch.device("meta"):
+                    net = build_network(config, num_classes, input_shape, device="meta")
+            except BudgetError as error:
+                problem, hint = error.detail, error.hint
+            else:
+                dense_params, dense_macs = net.dense_params, net.dense_macs
+                solved = {"hp": net.hp, "params": net.params, "macs": net.macs, "target": net.budget_target,
+                          "gap": net.budget_gap}
+            for seed in seed_list:
+                entry = PlanEntry(method=method, budget=budget, seed=seed, name=f"{label}-s{seed}",
+                                  reference=declaration.hp is None,
+                                  hp_name=declaration.hp.name if declaration.hp else None,
+                                  problem=problem, hint=hint, **solved)
+                if not problem:
+                    entry.config = _pinned_config(config, entry)
+                entries.append(entry)
+    if dense_params is None:  # every entry unreachable: count the dense network for the header
+        with torch.device("meta"):
+            dense = build_network(load(preset, [*overrides, "substitute.method=dense", "substitute.hp=null",
+                                                "substitute.budget=null", "substitute.budget_params=null",
+                                                "substitute.options={}"]), num_classes, input_shape, device="meta")
+        dense_params, dense_macs = dense.dense_params, dense.dense_macs
+    return SweepPlan(preset=str(preset), overrides=overrides, methods=names, budgets=budget_list, seeds=seed_list,
+                     name=base.name, model=base.model.name, dataset=base.data.name, input_shape=tuple(input_shape),
+                     num_classes=num_classes, dense_params=dense_params, dense_macs=dense_macs, entries=entries,
+                     notes=notes)
+
+
+def _pinned_config(config, entry: PlanEntry) -> dict[str, Any]:
+    """The run's resolved config: solved hp pinned, budget cleared, seed and name set."""
+    from lowrank.config import from_dict
+
+    data = config.to_dict()
+    data["name"] = entry.name
+    data["substitute"].update(hp=entry.hp, budget=None, budget_params=None)
+    data["train"]["seed"] = entry.seed
+    return from_dict(data, source=f"sweep entry {entry.name}").to_dict()  # validated again, hp range included
+
+
+# ---------------------------------------------------------------- sweep ids and manifests
+
+
+def new_sweep_id() -> str:
+    """``sweep-YYYYmmdd-HHMMSS-<4 hex>``: sortable by creation time, unique."""
+    return f"sweep-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def sweeps_root(home: Path | None = None) -> Path:
+    return Path(home or lowrank_home()) / SWEEPS_DIR
+
+
+def manifest_path(sweep_id: str, home: Path | None = None) -> Path:
+    return sweeps_root(home) / f"{sweep_id}.json"
+
+
+def write_manifest(manifest: Mapping[str, Any], home: Path | None = None) -> Path:
+    """Write the sweep's manifest atomically (readers see the old or the new file)."""
+    path = manifest_path(manifest["sweep"], home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(manifest, indent=2, default=str))
+    return path
+
+
+@contextlib.contextmanager
+def _manifest_lock(sweep_id: str, home: Path | None = None):
+    with file_lock(sweeps_root(home) / f".{sweep_id}.lock"):
+        yield
+
+
+def read_manifest(sweep_id: str, home: Path | None = None) -> dict[str, Any]:
+    """The manifest of ``sweep_id`` (exact id); UserError if there is none."""
+    data = read_json(manifest_path(sweep_id, home))
+    if not data:
+        raise UserError(f"no sweep {sweep_id!r} in {sweeps_root(home)}", hint="lowrank compare ls")
+    return data
+
+
+def sweep_ids(home: Path | None = None) -> list[str]:
+    """Every sweep id under ``home``, oldest first."""
+    root = sweeps_root(home)
+    return sorted(path.stem for path in root.glob("sweep-*.json")) if root.is_dir() else []
+
+
+def resolve_sweep(text: str, home: Path | None = None) -> str:
+    """The sweep id ``text`` names: the id, a unique prefix or unique substring, or ``last``."""
+    ids = sweep_ids(home)
+    text = text.strip()
+    if text in ids:
+        return text
+    if text in ("last", "latest") and ids:
+        return ids[-1]
+    matches = [sid for sid in ids if sid.startswith(text)] or [sid for sid in ids if text in sid]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise UserError(f"no sweep matches {text!r} in {sweeps_root(home)}",
+                        hint=f"recent sweeps: {', '.join(ids[-5:]) or 'none yet'}")
+    raise UserError(f"{text!r} matches {len(matches)} sweeps: {', '.join(matches[:10])}", hint="give a longer id")
+
+
+# ---------------------------------------------------------------- launch
+
+
+def launch_sweep(plan: SweepPlan, requirement: Mapping[str, Any] | None = None, *, skip_unreachable: bool = False,
+                 home: Path | None = None, sweep_id: str | None = None) -> dict[str, Any]:
+    """Create one run per runnable entry, write the manifest, queue every run; returns the manifest.
+
+    Unreachable entries refuse the whole sweep (UserError listing each, nothing created)
+    unless ``skip_unreachable``. ``requirement``: overrides of each config's ``resources``
+    (as :func:`console.scheduler.requirement_from_cli` returns).
+    """
+    from console.scheduler import resolve_requirement, submit
+
+    home = Path(home or lowrank_home()).resolve()
+    if plan.problems and not skip_unreachable:
+        raise UserError(unreachable_message(plan),
+                        hint="choose budgets inside the ranges, drop those methods, or pass --skip-unreachable "
+                             "to launch the rest")
+    runnable = plan.runnable
+    if not runnable:
+        raise UserError("no entry of the sweep can run", hint=unreachable_message(plan))
+    needs = [resolve_requirement(entry.config, requirement) for entry in runnable]  # bad flags: nothing created
+    sweep_id = sweep_id or new_sweep_id()
+    runs = []
+    for entry, need in zip(runnable, needs):
+        run = RunDir.create(entry.config, home=home, extra_status={
+            "preset": plan.preset, **_status_tags(sweep_id, entry.method, entry.budget, entry.seed),
+            "requirement": need.to_dict()})  # recorded now: a running scheduler may pick it up before submit
+        entry.run_id = run.run_id
+        runs.append((run, need))
+    manifest = {"sweep": sweep_id, "created": now_iso(), **plan.to_dict(with_config=True),
+                "preset_path": str(Path(plan.preset).resolve()), "requirement": dict(requirement or {}),
+                "skipped": len(plan.problems)}
+    with _manifest_lock(sweep_id, home):
+        write_manifest(manifest, home)
+    for run, need in runs:
+        submit(run, need)
+    return manifest
+
+
+def _status_tags(sweep_id: str, method: str, budget: float | None, seed: int) -> dict[str, Any]:
+    return {"sweep": sweep_id, "sweep_method": method, "sweep_budget": budget, "sweep_seed": seed}
+
+
+def unreachable_message(plan: SweepPlan) -> str:
+    """One line per unreachable (method, budget), seeds folded."""
+    seen: dict[tuple[str, float | None], str] = {}
+    for entry in plan.problems:
+        seen.setdefault((entry.method, entry.budget), entry.problem or "")
+    lines = [f"{len(seen)} (method, budget) pair(s) cannot be planned:"]
+    lines += [f"  {method} @ {budget:g}: {problem}" if budget is not None else f"  {method}: {problem}"
+              for (method, budget), problem in seen.items()]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- progress and results
+
+
+def entry_statuses(manifest: Mapping[str, Any], home: Path | None = None, *,
+                   check: bool = True) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(entry, status) for every entry; ``check`` marks runs whose worker vanished as failed."""
+    from console.runs import reconcile
+
+    root = runs_root(home)
+    out = []
+    for entry in manifest.get("entries", []):
+        status: dict[str, Any] = {}
+        if entry.get("run_id"):
+            run = RunDir(root / entry["run_id"])
+            status = run.read_status()
+            if status and check:
+                status = reconcile(run, status)
+            if not status:
+                status = {"state": "vanished", "error": f"run directory {run.path} is missing"}
+        else:
+            status = {"state": "skipped", "error": entry.get("problem")}
+        out.append((dict(entry), status))
+    return out
+
+
+def progress(manifest: Mapping[str, Any], home: Path | None = None) -> list[dict[str, Any]]:
+    """One row per entry for a live view: run, method, budget, seed, state, epoch, errors."""
+    rows = []
+    for entry, status in entry_statuses(manifest, home):
+        rows.append({"run_id": entry.get("run_id"), "method": entry["method"], "budget": entry.get("budget"),
+                     "seed": entry.get("seed"), "state": status.get("state"), "epoch": status.get("epoch"),
+                     "epochs": status.get("epochs"), "last_val_err1": status.get("last_val_err1"),
+                     "best_val_err1": status.get("best_val_err1"), "error": status.get("error")})
+    return rows
+
+
+def is_done(rows: Iterable[Mapping[str, Any]]) -> bool:
+    """True when no run of the sweep is queued or running."""
+    return all(row.get("state") not in ("queued", "running") for row in rows)
+
+
+def run_rows(manifest: Mapping[str, Any], home: Path | None = None) -> list[dict[str, Any]]:
+    """One row per entry with the plan figures and the run's outcome (from its status.json)."""
+    rows = []
+    for entry, status in entry_statuses(manifest, home):
+        finished = status.get("state") == "finished"
+        rows.append({
+            "sweep": manifest["sweep"], "run_id": entry.get("run_id"), "method": entry["method"],
+            "budget": entry.get("budget"), "seed": entry.get("seed"), "reference": bool(entry.get("reference")),
+            "hp": status.get("hp", entry.get("hp")) if finished else entry.get("hp"),
+            "params": status.get("params") or entry.get("params"), "macs": status.get("macs") or entry.get("macs"),
+            "dense_params": manifest.get("dense_params"), "dense_macs": manifest.get("dense_macs"),
+            "state": status.get("state"), "epoch": status.get("epoch"), "epochs": status.get("epochs"),
+            **{key: status.get(key) if finished else None
+               for key in ("final_val_err1", "best_val_err1", "test_err1", "test_err5", "train_seconds")},
+            "error": status.get("error") if not finished else None,
+        })
+    return rows
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def summarize(rows: Sequence[Mapping[str, Any]], methods: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Per (method, budget): plan figures, runs finished / total, mean and sample std over seeds.
+
+    Only finished runs enter the means; std is None with fewer than two. Rows are ordered
+    by ``methods`` (the sweep's order), then budget.
+    """
+    groups: dict[tuple[str, float | None], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["method"], row.get("budget")), []).append(row)
+    order = {name: index for index, name in enumerate(methods or [])}
+    out = []
+    for (method, budget), members in sorted(groups.items(), key=lambda item: (
+            order.get(item[0][0], len(order)), item[0][0], -1 if item[0][1] is None else item[0][1])):
+        done = [row for row in members if row.get("state") == "finished"]
+        first = members[0]
+        summary: dict[str, Any] = {
+            "method": method, "budget": budget, "reference": bool(first.get("reference")), "hp": first.get("hp"),
+            "params": first.get("params"), "macs": first.get("macs"),
+            "params_fraction": (first["params"] / first["dense_params"]
+                                if first.get("params") and first.get("dense_params") else None),
+            "runs": len(members), "finished": len(done),
+            "states": dict(sorted(_count(row.get("state") for row in members).items())),
+            "seeds": [row.get("seed") for row in done],
+        }
+        for key in ("final_val_err1", "best_val_err1", "test_err1", "train_seconds"):
+            mean, std = _mean_std([float(row[key]) for row in done if row.get(key) is not None])
+            summary[f"{key}_mean"], summary[f"{key}_std"] = mean, std
+        out.append(summary)
+    return out
+
+
+def _count(values: Iterable[Any]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[str(value)] = counts.get(str(value), 0) + 1
+    return counts
+
+
+# ---------------------------------------------------------------- resume and listing
+
+
+def resume_sweep(sweep_id: str, requirement: Mapping[str, Any] | None = None,
+                 home: Path | None = None) -> list[dict[str, Any]]:
+    """Relaunch the entries whose run did not finish (failed, killed, vanished); returns the actions.
+
+    A run with a checkpoint is resumed in place (:func:`console.launch.relaunch` with
+    ``resume=True``); one without gets a fresh run from the same config; a run whose
+    directory is gone is recreated from the manifest. Each goes back through the
+    scheduler. Finished, queued and running entries are left alone; the manifest
+    records the new run ids (the old ones under ``history``).
+    """
+    from console.launch import relaunch
+    from console.scheduler import ensure_scheduler, requirement_for, resolve_requirement, submit
+
+    home = Path(home or lowrank_home()).resolve()
+    actions: list[dict[str, Any]] = []
+    with _manifest_lock(sweep_id, home):
+        manifest = read_manifest(sweep_id, home)
+        for (entry, status), stored in zip(entry_statuses(manifest, home), manifest["entries"]):
+            state, old = status.get("state"), entry.get("run_id")
+            action = {"method": entry["method"], "budget": entry.get("budget"), "seed": entry.get("seed"),
+                      "run_id": old, "state": state, "action": "kept"}
+            if state in ("finished", "queued", "running", "skipped"):
+                actions.append(action)
+                continue
+            tags = _status_tags(sweep_id, entry["method"], entry.get("budget"), entry.get("seed"))
+            if state == "vanished":
+                run, resume = None, False
+                config = stored.get("config")
+                if not config:
+                    action["action"] = "cannot recreate: no config in the manifest"
+                    actions.append(action)
+                    continue
+                target = RunDir.create(config, home=home, extra_status={"preset": manifest.get("preset"), **tags})
+            else:
+                run = RunDir(runs_root(home) / old)
+                resume = run.file(CHECKPOINT_FILE).exists()
+                target = relaunch(run, resume=resume)
+                target.update_status(**tags)
+            if requirement or run is None:  # new flags, or a recreated run: flags of the launch
+                need = resolve_requirement(target.read_config(), requirement or manifest.get("requirement"))
+            else:
+                need = requirement_for(target)  # as recorded when it was first queued
+            submit(target, need, resume=resume)
+            if target.run_id != old:
+                stored["history"] = [*stored.get("history", []), *([old] if old else [])]
+                stored["run_id"] = target.run_id
+            action.update(action="resumed" if resume else "relaunched", run_id=target.run_id, previous=old)
+            actions.append(action)
+        manifest.setdefault("resumed", []).append(now_iso())
+        write_manifest(manifest, home)
+    if any(action["state"] == "queued" for action in actions):
+        ensure_scheduler(home)  # queued runs from a scheduler that died still get started
+    return actions
+
+
+def list_sweeps(home: Path | None = None) -> list[dict[str, Any]]:
+    """One summary per sweep: id, created, preset, methods, budgets, seeds, run states."""
+    out = []
+    for sweep_id in sweep_ids(home):
+        manifest = read_json(manifest_path(sweep_id, home))
+        if not manifest:
+            continue
+        states = _count(status.get("state") for _, status in entry_statuses(manifest, home, check=False))
+        out.append({"sweep": sweep_id, "created": manifest.get("created"), "preset": manifest.get("preset"),
+                    "model": manifest.get("model"), "dataset": manifest.get("dataset"),
+                    "methods": manifest.get("methods"), "budgets": manifest.get("budgets"),
+                    "seeds": manifest.get("seeds"), "runs": len(manifest.get("entries", [])),
+                    "states": dict(sorted(states.items()))})
+    return out
+
+
+# ---------------------------------------------------------------- plots
+
+
+def _series(summary: Sequence[Mapping[str, Any]], x_key: str,
+            metric: str) -> dict[str, tuple[list[float], list[float], list[float]]]:
+    """method -> (xs, mean errors, stds) against ``x_key``, sorted by x (groups with a result only)."""
+    series: dict[str, list[tuple[float, float, float]]] = {}
+    for row in summary:
+        x, y = row.get(x_key), row.get(f"{metric}_mean")
+        if x is None or y is None or x <= 0:
+            continue
+        series.setdefault(row["method"], []).append((float(x), float(y), float(row.get(f"{metric}_std") or 0.0)))
+    return {method: tuple(list(column) for column in zip(*sorted(points))) for method, points in series.items()}
+
+
+def _si(value: float) -> str:
+    """1234 -> 1.23k, 2.5e6 -> 2.5M (axis labels)."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_MARKERS = ("o", "x", "+", "*", "#", "@", "%", "=")
+
+
+def render_plots(summary: Sequence[Mapping[str, Any]], *, metric: str = "test_err1", width: int | None = None,
+                 height: int | None = None, color: bool = True) -> str:
+    """Error against parameters and against mult-adds (log x), one series per method (plotext)."""
+    import plotext as plt
+
+    charts = []
+    for x_key, label in (("params", "parameters"), ("macs", "mult-adds")):
+        series = _series(summary, x_key, metric)
+        if not series:
+            continue
+        plt.clear_figure()
+        if not color:
+            plt.theme("clear")
+        for index, (method, (xs, ys, _)) in enumerate(series.items()):
+            # without colour the series differ by their marker character
+            marker = "hd" if color else _MARKERS[index % len(_MARKERS)]
+            if len(xs) > 1:
+                plt.plot(xs, ys, label=method, marker=marker)
+            else:
+                plt.scatter(xs, ys, label=method, marker="x" if color else marker)
+        plt.xscale("log")
+        ticks = sorted({x for xs, _, _ in series.values() for x in xs})
+        if ticks:
+            plt.xticks(ticks, [_si(tick) for tick in ticks])
+        plt.title(f"{ERROR_METRICS.get(metric, metric)} vs {label} (log scale)")
+        plt.xlabel(label)
+        plt.plotsize(width or min(plt.terminal_width() or 100, 110), height or 18)
+        charts.append(plt.build())
+    plt.clear_figure()
+    text = "\n".join(charts)
+    return text if color else _ANSI.sub("", text)
+
+
+def save_png(summary: Sequence[Mapping[str, Any]], path: str | Path, *, metric: str = "test_err1",
+             title: str = "") -> Path:
+    """Both plots side by side in a PNG (needs the optional matplotlib extra)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as pyplot
+    except ImportError:
+        raise UserError("--png needs matplotlib, which is not installed", key="--png",
+                        hint="pip install 'lowrank[plot]'") from None
+    figure, axes = pyplot.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    for axis, (x_key, label) in zip(axes, (("params", "parameters"), ("macs", "mult-adds"))):
+        for method, (xs, ys, stds) in _series(summary, x_key, metric).items():
+            axis.errorbar(xs, ys, yerr=stds, marker="o", capsize=3, label=method)
+        axis.set_xscale("log")
+        axis.set_xlabel(label)
+        axis.set_ylabel(ERROR_METRICS.get(metric, metric))
+        axis.grid(True, which="both", alpha=0.3)
+    axes[0].legend()
+    if title:
+        figure.suptitle(title)
+    path = Path(path)
+    figure.savefig(path, dpi=120)
+    pyplot.close(figure)
+    return path
+
+
+def fmt_mean_std(mean: float | None, std: float | None, digits: int = 2) -> str:
+    """``12.34 ± 0.56`` (``12.34`` for one seed, ``-`` for none)."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "-"
+    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")

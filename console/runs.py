@@ -1,0 +1,258 @@
+"""The run store: the console's read side of ``$LOWRANK_HOME/runs/``.
+
+Lists runs with what a researcher scans for (model, method, budget, state, epoch, loss,
+best error, elapsed, ETA), resolves unique id prefixes, and tails metrics incrementally
+by byte offset. Listing also *reconciles*: a run whose worker process vanished without
+writing a final state (power cut, ``kill -9``, OOM killer) is marked ``failed`` with
+error "worker disappeared" -- identified by pid plus process create time, so a reused
+pid is never mistaken for our worker.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import socket
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import psutil
+import yaml
+
+from lowrank.errors import UserError
+from lowrank.rundir import (CONFIG_FILE, FINAL_STATES, METRICS_FILE, STATUS_FILE, RunDir, lowrank_home,
+                            now_iso, runs_root)
+
+from console.launch import marked_processes, worker_process
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader lists hundreds of runs quickly
+DISAPPEARED = "worker disappeared"
+
+
+def parse_time(text: str | None) -> float | None:
+    """Seconds since the epoch from one of our ISO timestamps (None if missing/bad)."""
+    if not text:
+        return None
+    try:
+        return _dt.datetime.fromisoformat(str(text)).timestamp()
+    except ValueError:
+        return None
+
+
+@dataclass
+class RunInfo:
+    """One row of ``lowrank ls``: identity, experiment, state and progress of a run."""
+
+    run_id: str
+    name: str
+    state: str
+    model: str | None
+    dataset: str | None
+    method: str | None
+    budget: float | None
+    params: int | None
+    gpus: list[int] | None
+    epoch: int | None
+    epochs: int | None
+    last_loss: float | None
+    best_err1: float | None
+    elapsed_s: float | None
+    eta_s: float | None
+    created: str | None
+    pid: int | None
+    host: str | None
+    error: str | None
+    path: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_info(run: RunDir, status: dict[str, Any], config: dict[str, Any], now: float | None = None) -> RunInfo:
+    """Summarise one run from its status and config (pure: no process checks)."""
+    now = time.time() if now is None else now
+    sub = config.get("substitute") or {}
+    budget = sub.get("budget") if sub.get("budget") is not None else sub.get("budget_params")
+    started = parse_time(status.get("started")) or parse_time(status.get("launched"))
+    ended = parse_time(status.get("ended"))
+    state = status.get("state", "unknown")
+    elapsed = None
+    if started is not None:
+        elapsed = max(0.0, (ended if ended and state in FINAL_STATES else now) - started)
+    epoch, epochs = status.get("epoch"), status.get("epochs") or (config.get("train") or {}).get("epochs")
+    eta = None
+    first = status.get("launch_epoch") or 0
+    if state == "running" and elapsed and epoch and epochs and epoch > first:
+        eta = elapsed / (epoch - first) * max(0, epochs - epoch)
+    return RunInfo(run_id=run.run_id, name=status.get("name") or config.get("name") or run.run_id, state=state,
+                   model=(config.get("model") or {}).get("name"), dataset=(config.get("data") or {}).get("name"),
+                   method=status.get("method") or sub.get("method"), budget=budget, params=status.get("params"),
+                   gpus=status.get("gpus"), epoch=epoch, epochs=epochs, last_loss=status.get("last_loss"),
+                   best_err1=status.get("best_val_err1"), elapsed_s=elapsed, eta_s=eta,
+                   created=status.get("created"), pid=status.get("pid"), host=status.get("host"),
+                   error=status.get("error"), path=str(run.path))
+
+
+def reconcile(run: RunDir, status: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Mark a run ``failed`` ("worker disappeared") if its worker is gone without a final state.
+
+    Only runs launched on this host can be checked; others are returned unchanged.
+    """
+    status = run.read_status() if status is None else status
+    if status.get("state") != "running" or not status.get("pid"):
+        return status
+    if (status.get("launcher_host") or status.get("host")) not in (None, socket.gethostname()):
+        return status
+    if worker_process(status) is not None:
+        return status
+    time.sleep(0.05)  # a worker that just exited may be writing its final status right now
+    fresh = run.read_status()
+    if fresh.get("state") in FINAL_STATES or fresh.get("pid") != status.get("pid"):
+        return fresh
+    return run.update_status(state="failed", ended=now_iso(),
+                             error=f"{DISAPPEARED} (pid {status.get('pid')} exited without recording a "
+                                   f"final state; see {run.file('output.log')})")
+
+
+class RunStore:
+    """Every run under one LOWRANK_HOME, newest last (ids sort by creation time)."""
+
+    def __init__(self, home: Path | str | None = None) -> None:
+        self.home = Path(home).expanduser().resolve() if home else lowrank_home()
+
+    @property
+    def root(self) -> Path:
+        return runs_root(self.home)
+
+    def run_dirs(self) -> list[RunDir]:
+        """All run directories (those with a status.json), sorted by id."""
+        if not self.root.is_dir():
+            return []
+        return [RunDir(path) for path in sorted(self.root.iterdir())
+                if path.is_dir() and (path / STATUS_FILE).exists()]
+
+    def get(self, run_id: str) -> RunDir:
+        path = self.root / run_id
+        if not (path / STATUS_FILE).exists():
+            raise UserError(f"no run {run_id!r} in {self.root}")
+        return RunDir(path)
+
+    def statuses(self, *, check: bool = True) -> list[tuple[RunDir, dict[str, Any]]]:
+        """(run, status) for every run; ``check`` reconciles runs whose worker vanished."""
+        out = []
+        for run in self.run_dirs():
+            status = run.read_status()
+            if check:
+                status = reconcile(run, status)
+            out.append((run, status))
+        return out
+
+    def list(self, states: Iterable[str] | None = None, *, check: bool = True) -> list[RunInfo]:
+        """Summaries of every run (optionally only those in ``states``)."""
+        wanted = set(states or ())
+        now = time.time()
+        infos = []
+        for run, status in self.statuses(check=check):
+            if wanted and status.get("state") not in wanted:
+                continue
+            infos.append(run_info(run, status, read_config(run), now))
+        return infos
+
+    def resolve(self, prefix: str) -> RunDir:
+        """The run whose id is ``prefix`` or starts with it (a unique prefix).
+
+        A path to a run directory is accepted too. No match or several matches is a
+        :class:`UserError` that lists the candidates.
+        """
+        prefix = prefix.strip()
+        as_path = Path(prefix).expanduser()
+        if (as_path / STATUS_FILE).exists() and (as_path / CONFIG_FILE).exists():
+            return RunDir(as_path.resolve())
+        ids = [run.run_id for run in self.run_dirs()]
+        if prefix in ids:
+            return RunDir(self.root / prefix)
+        # also accept the part after the timestamp, e.g. "quickstart-3f2a" or "quick"
+        matches = [rid for rid in ids if rid.startswith(prefix) or _name_part(rid).startswith(prefix)]
+        if len(matches) == 1:
+            return RunDir(self.root / matches[0])
+        if not matches:
+            recent = ", ".join(ids[-5:]) or "none yet"
+            raise UserError(f"no run matches {prefix!r} in {self.root}", hint=f"recent runs: {recent}")
+        shown = ", ".join(matches[:10]) + (f" ... ({len(matches)} in all)" if len(matches) > 10 else "")
+        raise UserError(f"{prefix!r} matches {len(matches)} runs: {shown}", hint="give a longer prefix")
+
+    def pid_map(self) -> dict[int, str]:
+        """pid -> run id for every process of every running run (worker, group, descendants)."""
+        running = {run.run_id: status for run, status in self.statuses(check=False)
+                   if status.get("state") == "running" and status.get("pid")}
+        if not running:
+            return {}
+        found: dict[int, str] = {}
+        for run_id, status in running.items():
+            worker = worker_process(status)
+            if worker is None:
+                continue
+            found[worker.pid] = run_id
+            try:
+                for child in worker.children(recursive=True):
+                    found.setdefault(child.pid, run_id)
+            except psutil.Error:
+                pass
+        for pid, run_id in marked_processes().items():  # one scan for all runs: escaped descendants
+            if run_id in running:
+                found.setdefault(pid, run_id)
+        return found
+
+
+def _name_part(run_id: str) -> str:
+    """``20240101-120000-quickstart-3f2a`` -> ``quickstart-3f2a``."""
+    parts = run_id.split("-", 2)
+    return parts[2] if len(parts) == 3 else run_id
+
+
+def read_config(run: RunDir) -> dict[str, Any]:
+    """The run's config.yaml as a dict (empty when unreadable)."""
+    try:
+        return yaml.load(run.file(CONFIG_FILE).read_text(encoding="utf-8"), Loader=_Loader) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+
+
+class MetricsTail:
+    """Read metrics.jsonl incrementally: each :meth:`read` returns only new whole lines.
+
+    Keeps a byte offset; a trailing partial line is left for the next call, and a file
+    that shrank (a run directory replaced) is read again from the start.
+    """
+
+    def __init__(self, path: Path | str, offset: int = 0) -> None:
+        self.path = Path(path)
+        self.offset = offset
+
+    @classmethod
+    def of(cls, run: RunDir) -> "MetricsTail":
+        return cls(run.file(METRICS_FILE))
+
+    def read(self) -> list[dict[str, Any]]:
+        import json
+
+        try:
+            with open(self.path, "rb") as handle:
+                size = handle.seek(0, 2)
+                if size < self.offset:
+                    self.offset = 0
+                handle.seek(self.offset)
+                data = handle.read()
+        except FileNotFoundError:
+            return []
+        end = data.rfind(b"\n") + 1
+        self.offset += end
+        records = []
+        for raw in data[:end].split(b"\n"):
+            if raw.strip():
+                try:
+                    records.append(json.loads(raw))
+                except json.JSONDecodeError:
+                    continue
+        return records

@@ -1,0 +1,122 @@
+"""How the console writes numbers and runs: the runs-table columns, their cells and sort keys.
+
+Pure functions (no Textual, no I/O) so the watcher thread can format rows off the UI
+thread and the table only compares tuples of strings to find the cells that changed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+from console.runs import RunInfo
+
+# (column key, header) in display order; "mark" shows the multi-selection
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("mark", " "), ("id", "id"), ("name", "name"), ("model", "model"), ("method", "method"),
+    ("budget", "budget/params"), ("state", "state"), ("gpu", "gpu"), ("epoch", "epoch"),
+    ("loss", "loss"), ("err", "best err"), ("elapsed", "elapsed"), ("eta", "eta"),
+)
+DATA_COLUMNS = tuple(key for key, _ in COLUMNS if key != "mark")
+
+STATE_STYLES = {"running": "bold green", "queued": "cyan", "finished": "blue", "failed": "bold red",
+                "killed": "yellow"}
+
+
+def duration(seconds: float | None) -> str:
+    """``93`` -> ``1m33s``, ``7322`` -> ``2h02m``, ``None`` -> ``-``."""
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def count(value: float | None) -> str:
+    """Parameters / mult-adds compactly: ``1234567`` -> ``1.23M``."""
+    if value is None:
+        return "-"
+    value = float(value)
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{unit}"
+    return f"{value:.0f}"
+
+
+def number(value: Any, digits: int = 4) -> str:
+    """A float with ``digits`` significant digits, ``-`` when missing."""
+    if value is None:
+        return "-"
+    try:
+        return f"{float(value):.{digits}g}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def pct(value: Any) -> str:
+    """An error rate in percent: ``12.345`` -> ``12.35%``."""
+    return "-" if value is None else f"{float(value):.2f}%"
+
+
+def budget_cell(info: RunInfo) -> str:
+    """``0.25 / 1.2M``: the budget asked for and the parameters the worker built."""
+    budget = "-" if info.budget is None else (count(info.budget) if info.budget > 1 else f"{info.budget:g}")
+    return f"{budget} / {count(info.params)}"
+
+
+def row_cells(info: RunInfo) -> tuple[str, ...]:
+    """The runs-table cells of one run, in :data:`DATA_COLUMNS` order."""
+    gpus = "cpu" if info.gpus == [] else ",".join(map(str, info.gpus)) if info.gpus else "-"
+    epochs = f"{info.epoch if info.epoch is not None else '-'}/{info.epochs if info.epochs is not None else '-'}"
+    return (info.run_id, (info.name or "")[:24], info.model or "-", info.method or "-", budget_cell(info),
+            info.state, gpus, epochs, number(info.last_loss), pct(info.best_err1), duration(info.elapsed_s),
+            duration(info.eta_s))
+
+
+def _or_none(getter: Callable[[RunInfo], Any]) -> Callable[[RunInfo], tuple]:
+    """Missing values sort last whatever their type."""
+    def key(info: RunInfo) -> tuple:
+        value = getter(info)
+        return (value is None, value if value is not None else 0)
+    return key
+
+
+SORT_KEYS: dict[str, Callable[[RunInfo], Any]] = {
+    "mark": _or_none(lambda info: info.run_id),
+    "id": _or_none(lambda info: info.run_id),
+    "name": _or_none(lambda info: info.name),
+    "model": _or_none(lambda info: info.model),
+    "method": _or_none(lambda info: info.method),
+    "budget": _or_none(lambda info: info.params if info.params is not None else info.budget),
+    "state": _or_none(lambda info: info.state),
+    "gpu": _or_none(lambda info: ",".join(map(str, info.gpus)) if info.gpus is not None else None),
+    "epoch": _or_none(lambda info: info.epoch),
+    "loss": _or_none(lambda info: info.last_loss),
+    "err": _or_none(lambda info: info.best_err1),
+    "elapsed": _or_none(lambda info: info.elapsed_s),
+    "eta": _or_none(lambda info: info.eta_s),
+}
+
+
+def matches(info: RunInfo, query: str) -> bool:
+    """The ``/`` filter: words naming a state (``running``, ``state:failed``) select those
+    states (any of them); every other word must appear in id, name, model or method."""
+    from lowrank.rundir import STATES
+
+    states: set[str] = set()
+    words: list[str] = []
+    for word in query.lower().split():
+        bare = word.removeprefix("state:")
+        if bare in STATES:
+            states.add(bare)
+        else:
+            words.append(word)
+    if states and info.state not in states:
+        return False
+    haystack = " ".join(str(part) for part in (info.run_id, info.name, info.model, info.method) if part).lower()
+    return all(word in haystack for word in words)
