@@ -398,7 +398,7 @@ def relaunch(run: RunDir, resume: bool) -> RunDir:
         raise UserError(f"run {run.run_id} is still running", hint=f"lowrank kill {run.run_id} first")
     if not resume:
         extra = {"relaunched_from": run.run_id}
-        for key in ("requirement", "preset", "sweep"):
+        for key in ("requirement", "preset", "sweep", "sweep_method", "sweep_budget", "sweep_seed"):
             if status.get(key) is not None:
                 extra[key] = status[key]
         return RunDir.create(run.read_config(), home=run.home, extra_status=extra)

@@ -21,7 +21,7 @@ import psutil
 import yaml
 
 from lowrank.errors import UserError
-from lowrank.rundir import (CONFIG_FILE, FINAL_STATES, METRICS_FILE, STATUS_FILE, RunDir, lowrank_home,
+from lowrank.rundir import (budget_of, CONFIG_FILE, FINAL_STATES, METRICS_FILE, STATUS_FILE, RunDir, lowrank_home,
                             now_iso, runs_root)
 
 from console.launch import marked_processes, worker_process
@@ -73,7 +73,7 @@ def run_info(run: RunDir, status: dict[str, Any], config: dict[str, Any], now: f
     """Summarise one run from its status and config (pure: no process checks)."""
     now = time.time() if now is None else now
     sub = config.get("substitute") or {}
-    budget = sub.get("budget") if sub.get("budget") is not None else sub.get("budget_params")
+    budget = budget_of(config, status)
     started = parse_time(status.get("started")) or parse_time(status.get("launched"))
     ended = parse_time(status.get("ended"))
     state = status.get("state", "unknown")

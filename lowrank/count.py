@@ -65,8 +65,16 @@ def meta_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model, memo)
 
 
+def _is_leaf(module: nn.Module) -> bool:
+    """Counted as one unit: convs, linears, substitutes, and any module that declares
+    its own analytic cost with ``count_macs(x)`` (e.g. the stacked-ACDC linear layer)."""
+    return isinstance(module, LEAF_TYPES) or callable(getattr(module, "count_macs", None))
+
+
 def _leaf_macs(module: nn.Module, x: torch.Tensor) -> int:
     """Mult-adds of one call of a leaf unit on a batch-of-one input ``x``."""
+    if callable(getattr(module, "count_macs", None)):
+        return int(module.count_macs(x))
     if isinstance(module, SubstituteConv):
         return module.macs(tuple(x.shape[-2:]))
     if isinstance(module, nn.Conv2d):
@@ -83,7 +91,7 @@ def _rows(model: nn.Module) -> tuple[dict[str, LayerCount], dict[int, LayerCount
     for name, module in model.named_modules():
         if id(module) in inside:
             continue
-        if isinstance(module, LEAF_TYPES):
+        if _is_leaf(module):
             inside.update(id(m) for m in module.modules())
             params = unique_params(module)
         else:
@@ -114,7 +122,7 @@ def count_model(model: nn.Module, input_shape: tuple[int, ...] | None = None) ->
             row.in_shape = tuple(x.shape[1:]) if isinstance(x, torch.Tensor) else None
             row.out_shape = tuple(output.shape[1:]) if isinstance(output, torch.Tensor) else None
         row.calls += 1
-        if isinstance(module, LEAF_TYPES):
+        if _is_leaf(module):
             row.macs += _leaf_macs(module, x[:1])
 
     def run(net: nn.Module, device: torch.device) -> None:

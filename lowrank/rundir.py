@@ -219,6 +219,16 @@ def read_jsonl(path: Path, offset: int = 0) -> list[dict[str, Any]]:
     return records
 
 
+def budget_of(config: dict[str, Any], status: dict[str, Any]) -> float | int | None:
+    """The parameter budget a run was given: its config's fraction or absolute target, or,
+    for a sweep run whose solved hp was pinned, the budget the sweep recorded in its status."""
+    sub = config.get("substitute") or {}
+    for value in (sub.get("budget"), sub.get("budget_params"), status.get("sweep_budget")):
+        if value is not None:
+            return value
+    return None
+
+
 # ---------------------------------------------------------------- results.csv
 
 def append_result(row: dict[str, Any], home: Path | None = None) -> Path:

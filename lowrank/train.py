@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from .amp import Precision
 from .config import from_dict
 from .errors import UserError
-from .rundir import BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, RunDir, append_result, now_iso
+from .rundir import budget_of, BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, RunDir, append_result, now_iso
 
 HEARTBEAT_SECONDS = 5.0
 
@@ -342,11 +342,10 @@ def train(run: RunDir, resume: bool, stop: _StopFlag) -> dict[str, Any]:
 
 def _results_row(run: RunDir, status: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
     config = run.read_config()
-    sub = config.get("substitute", {})
     return {**summary, "run_id": run.run_id, "name": config.get("name"), "sweep": status.get("sweep"),
             "state": "finished", "model": config.get("model", {}).get("name"),
             "dataset": config.get("data", {}).get("name"),
-            "budget": sub.get("budget") if sub.get("budget") is not None else sub.get("budget_params"),
+            "budget": budget_of(config, status),
             "epochs": config.get("train", {}).get("epochs"), "seed": config.get("train", {}).get("seed"),
             "ended": status.get("ended"), "run_dir": str(run.path)}
 

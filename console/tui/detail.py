@@ -74,6 +74,8 @@ class RunDetail(Horizontal):
         """Redraw what changed since the last call."""
         if detail.key == self._shown_key:
             return
+        if not self.query(CurvesView):
+            return  # children not composed yet (or being torn down): the next update redraws
         curves_changed = self._shown_key is None or detail.key[0] != self._shown_key[0]
         self._shown_key = detail.key
         if curves_changed:

@@ -109,6 +109,11 @@ class StackedACDCLinear(nn.Module):
             self.perm = None
         self.reset_parameters()
 
+    def count_macs(self, x: torch.Tensor) -> int:
+        """Analytic mult-adds on input ``x`` (used by lowrank.count): per vector, the cheaper of
+        the fast transform and the collapsed matrix, as for the convolutional ACDC."""
+        return x.numel() // x.shape[-1] * pointwise_cost(self.in_features, self.out_features, self.layers)
+
     def reset_parameters(self) -> None:
         """Diagonals ~ N(1, 0.01^2) (Moczulski et al. 2016, Sec. 5); bias zero."""
         with torch.no_grad():

@@ -148,3 +148,18 @@ def test_meta_copy_shares_no_storage_and_keeps_structure():
 def test_params_only_without_input_shape():
     report = count_model(create_model("tiny_convnet", width=8))
     assert report.macs == 0 and report.params == sum(p.numel() for p in create_model("tiny_convnet", width=8).parameters())
+
+
+def test_stacked_acdc_linear_counts_its_analytic_mult_adds():
+    import torch.nn as nn
+
+    from lowrank.count import count_model
+    from lowrank.methods.acdc import StackedACDCLinear, pointwise_cost
+
+    model = nn.Sequential(nn.Flatten(), StackedACDCLinear(64, 32, layers=4), nn.ReLU(), nn.Linear(32, 10))
+    report = count_model(model, (1, 8, 8))
+    acdc_row = next(row for row in report.layers if row.type == "StackedACDCLinear")
+    # N = 64: the fast path costs 4 x (2 DCTs of 64*6 + 2*64) = 3584 > 64*32 = 2048, so the collapsed matrix counts
+    assert acdc_row.macs == pointwise_cost(64, 32, 4) == min(4 * (2 * 64 * 6 + 2 * 64), 64 * 32) == 2048
+    assert report.macs == 2048 + 32 * 10
+    assert acdc_row.params == 2 * 4 * 64
