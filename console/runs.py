@@ -21,7 +21,7 @@ import psutil
 import yaml
 
 from lowrank.errors import UserError
-from lowrank.rundir import (budget_of, CONFIG_FILE, FINAL_STATES, METRICS_FILE, STATUS_FILE, RunDir, lowrank_home,
+from lowrank.rundir import (budget_of, read_jsonl_from, CONFIG_FILE, FINAL_STATES, METRICS_FILE, STATUS_FILE, RunDir, lowrank_home,
                             now_iso, runs_root)
 
 from console.launch import marked_processes, worker_process
@@ -235,24 +235,6 @@ class MetricsTail:
         return cls(run.file(METRICS_FILE))
 
     def read(self) -> list[dict[str, Any]]:
-        import json
-
-        try:
-            with open(self.path, "rb") as handle:
-                size = handle.seek(0, 2)
-                if size < self.offset:
-                    self.offset = 0
-                handle.seek(self.offset)
-                data = handle.read()
-        except FileNotFoundError:
-            return []
-        end = data.rfind(b"\n") + 1
-        self.offset += end
-        records = []
-        for raw in data[:end].split(b"\n"):
-            if raw.strip():
-                try:
-                    records.append(json.loads(raw))
-                except json.JSONDecodeError:
-                    continue
+        """The whole events appended since the last call."""
+        records, self.offset = read_jsonl_from(self.path, self.offset)
         return records

@@ -201,22 +201,34 @@ def read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
-def read_jsonl(path: Path, offset: int = 0) -> list[dict[str, Any]]:
-    """Whole JSON lines of ``path`` from byte ``offset``; a trailing partial line is ignored."""
+def read_jsonl_from(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """Whole JSON lines of ``path`` from byte ``offset``, and the offset after the last whole line.
+
+    A trailing partial line (a writer mid-append, or killed) is left for the next call; a
+    file shorter than ``offset`` (replaced) is read again from the start.
+    """
     try:
         with open(path, "rb") as handle:
+            if handle.seek(0, os.SEEK_END) < offset:
+                offset = 0
             handle.seek(offset)
             data = handle.read()
     except FileNotFoundError:
-        return []
+        return [], offset
+    end = data.rfind(b"\n") + 1
     records = []
-    for raw in data.split(b"\n")[:-1]:  # the piece after the last newline is incomplete
+    for raw in data[:end].split(b"\n"):
         if raw.strip():
             try:
                 records.append(json.loads(raw))
             except json.JSONDecodeError:
                 continue
-    return records
+    return records, offset + end
+
+
+def read_jsonl(path: Path, offset: int = 0) -> list[dict[str, Any]]:
+    """Whole JSON lines of ``path`` from byte ``offset``; a trailing partial line is ignored."""
+    return read_jsonl_from(path, offset)[0]
 
 
 def budget_of(config: dict[str, Any], status: dict[str, Any]) -> float | int | None:

@@ -91,9 +91,10 @@ def _follow(run_dir, pid: int, quiet: bool) -> dict:
     import psutil
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from lowrank.rundir import FINAL_STATES, METRICS_FILE, read_jsonl
+    from console.runs import MetricsTail
+    from lowrank.rundir import FINAL_STATES
 
-    offset = 0
+    tail = MetricsTail.of(run_dir)
     val_err = None
     progress = Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(),
                         TextColumn("{task.percentage:>3.0f}%"), TextColumn("{task.fields[stats]}"),
@@ -101,28 +102,19 @@ def _follow(run_dir, pid: int, quiet: bool) -> dict:
     with progress:
         task = progress.add_task("train", total=None, epoch="-", stats="starting...")
         while True:
-            path = run_dir.path / METRICS_FILE
-            records = read_jsonl(path, offset)
-            if records:
-                # advance by the bytes of the whole lines consumed
-                with open(path, "rb") as handle:
-                    handle.seek(offset)
-                    data = handle.read()
-                offset += data.rfind(b"\n") + 1
+            records = tail.read()
+            status = run_dir.read_status()
+            epochs = status.get("epochs") or 1
             for record in records:
-                event = record.get("event")
-                if event == "eval":
+                if record.get("event") == "eval":
                     val_err = record.get("err1")
-                if event == "step":
-
-                    total = record["batches"] * (run_dir.read_status().get("epochs") or 1)
+                if record.get("event") == "step":
                     done = (record["epoch"] - 1) * record["batches"] + record["batch"]
                     stats = (f"loss {record['loss']:.4f}  err {record['err1']:.2f}%"
                              + (f"  val err {val_err:.2f}%" if val_err is not None else "")
                              + (f"  {record['throughput']:.0f} img/s" if record.get("throughput") else ""))
-                    progress.update(task, total=total, completed=done,
-                                    epoch=f"{record['epoch']}/{run_dir.read_status().get('epochs')}", stats=stats)
-            status = run_dir.read_status()
+                    progress.update(task, total=record["batches"] * epochs, completed=done,
+                                    epoch=f"{record['epoch']}/{epochs}", stats=stats)
             if status.get("state") in FINAL_STATES:
                 return status
             if not _alive(psutil, pid):

@@ -166,17 +166,18 @@ async def test_kill_confirms_and_stops_the_worker(home, sleeper):
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot, app, 2)
         await pilot.press("k")
-        assert isinstance(app.screen, ConfirmScreen)
+        await settle(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirmation")
         await pilot.press("n")  # cancel: nothing happens
-        assert not isinstance(app.screen, ConfirmScreen) and proc.is_running()
+        await settle(pilot, lambda: not isinstance(app.screen, ConfirmScreen), what="cancel")
+        assert proc.is_running()
         await pilot.press("k")
         await settle(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirmation")
         await pilot.press("y")
         await settle(pilot, lambda: column(app, "state")[0] == "killed", timeout=20, what="killed")
         assert not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
         await pilot.press("k")  # now there is nothing to kill
+        await settle(pilot, lambda: any("nothing to kill" in text for text, _ in app.notes), what="notification")
         assert not isinstance(app.screen, ConfirmScreen)
-        assert any("nothing to kill" in text for text, _ in app.notes)
 
 
 async def test_kill_with_empty_table_notifies(home):
