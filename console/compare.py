@@ -619,6 +619,9 @@ def save_png(summary: Sequence[Mapping[str, Any]], path: str | Path, *, metric: 
     except ImportError:
         raise UserError("--png needs matplotlib, which is not installed", key="--png",
                         hint="pip install 'lowrank[plot]'") from None
+    if not _series(summary, "params", metric):
+        raise UserError(f"nothing to plot: no run of this sweep has a {metric} yet", key="--png",
+                        hint="wait for runs to finish (lowrank compare show SWEEP), or pick --metric")
     figure, axes = pyplot.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
     for axis, (x_key, label) in zip(axes, (("params", "parameters"), ("macs", "mult-adds"))):
         for method, (xs, ys, stds) in _series(summary, x_key, metric).items():
