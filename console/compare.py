@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from lowrank.errors import BudgetError, ConfigError, UserError
-from lowrank.rundir import (CHECKPOINT_FILE, FINAL_STATES, RunDir, atomic_write_text, file_lock, lowrank_home,
+from lowrank.rundir import (CHECKPOINT_FILE, RunDir, atomic_write_text, file_lock, lowrank_home,
                             now_iso, read_json, runs_root)
 
 SWEEPS_DIR = "sweeps"

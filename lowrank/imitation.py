@@ -266,6 +266,15 @@ def _check_adapter(adapter: nn.Conv2d) -> None:
         raise ValueError("an adapter is a 1x1, stride-1, ungrouped, unpadded convolution")
 
 
+def _merged_conv(conv: nn.Conv2d, adapter: nn.Conv2d, in_channels: int, out_channels: int) -> nn.Conv2d:
+    """An empty conv with ``conv``'s geometry (kernel, stride, padding, dilation, device,
+    dtype) and a bias when either of the two merged layers has one."""
+    return nn.Conv2d(in_channels, out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
+                     dilation=conv.dilation, padding_mode=conv.padding_mode,
+                     bias=conv.bias is not None or adapter.bias is not None,
+                     device=conv.weight.device, dtype=conv.weight.dtype)
+
+
 def merge_adapter_into_conv(conv: nn.Conv2d, adapter: nn.Conv2d) -> nn.Conv2d:
     """One conv computing ``adapter(conv(x))`` exactly: ``W' = A W``, ``b' = A b + a``.
 
@@ -276,10 +285,7 @@ def merge_adapter_into_conv(conv: nn.Conv2d, adapter: nn.Conv2d) -> nn.Conv2d:
     if conv.groups != 1:
         raise ValueError("cannot merge into a grouped convolution (the product is dense)")
     a = adapter.weight.detach().flatten(1)  # (out, mid)
-    merged = nn.Conv2d(conv.in_channels, adapter.out_channels, conv.kernel_size, stride=conv.stride,
-                       padding=conv.padding, dilation=conv.dilation, padding_mode=conv.padding_mode,
-                       bias=conv.bias is not None or adapter.bias is not None,
-                       device=conv.weight.device, dtype=conv.weight.dtype)
+    merged = _merged_conv(conv, adapter, conv.in_channels, adapter.out_channels)
     with torch.no_grad():
         merged.weight.copy_(torch.einsum("om,mikl->oikl", a, conv.weight.detach()))
         if merged.bias is not None:
@@ -305,10 +311,7 @@ def merge_adapter_before_conv(adapter: nn.Conv2d, conv: nn.Conv2d) -> nn.Conv2d:
     if adapter.bias is not None and pads:
         raise ValueError("a biased adapter before a padded conv has no exact merge")
     a = adapter.weight.detach().flatten(1)  # (mid, in)
-    merged = nn.Conv2d(adapter.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-                       padding=conv.padding, dilation=conv.dilation, padding_mode=conv.padding_mode,
-                       bias=conv.bias is not None or adapter.bias is not None,
-                       device=conv.weight.device, dtype=conv.weight.dtype)
+    merged = _merged_conv(conv, adapter, adapter.in_channels, conv.out_channels)
     with torch.no_grad():
         merged.weight.copy_(torch.einsum("omkl,mi->oikl", conv.weight.detach(), a))
         if merged.bias is not None:

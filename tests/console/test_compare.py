@@ -8,7 +8,6 @@ The end-to-end sweep with the real worker is in test_compare_e2e.py.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
 import json
 import shutil

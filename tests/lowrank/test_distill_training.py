@@ -3,42 +3,20 @@
 from __future__ import annotations
 
 import math
-import signal
 from pathlib import Path
 
 import pytest
 
 from lowrank.config import load
 from lowrank.rundir import RunDir
-from lowrank.train import StopRequested, _StopFlag, main, train
+from lowrank.train import StopRequested, main, train
+from train_helpers import StopAfter, final_events
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = ["data.name=synthetic", "data.batch_size=16", "data.workers=0",
         "data.kwargs={num_classes: 4, channels: 1, image_size: 8, num_train: 64, num_val: 32, num_test: 32, "
         "noise: 2.0}",
         "train.device=cpu", "train.lr=0.05", "log.checkpoint_every=1", "log.step_every=2"]
-
-
-class StopAfter(_StopFlag):
-    """A stop flag that fires after ``steps`` checks, as if SIGTERM arrived then."""
-
-    def __init__(self, steps: int) -> None:
-        super().__init__()
-        self.remaining = steps
-
-    def check(self) -> None:
-        self.remaining -= 1
-        if self.remaining < 0:
-            raise StopRequested(signal.SIGTERM)
-
-
-def final_events(run: RunDir) -> dict:
-    """The test metrics and the last validation figures: equal for runs that trained identically."""
-    records = run.read_metrics()
-    test = [r for r in records if r.get("event") == "test"][-1]
-    evals = [r for r in records if r.get("event") == "eval"]
-    return {"test": {k: test[k] for k in ("loss", "err1", "err5")},
-            "val": [(r["epoch"], r["loss"], r["err1"]) for r in evals][-1]}
 
 
 def make_run(overrides: list[str]) -> RunDir:

@@ -7,7 +7,6 @@ import json
 import multiprocessing as mp
 import os
 
-import pytest
 
 from lowrank.rundir import RESULT_COLUMNS, RunDir, append_result, read_jsonl
 

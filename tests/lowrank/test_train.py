@@ -16,7 +16,8 @@ import torch
 
 from lowrank.config import load
 from lowrank.rundir import RunDir, read_jsonl
-from lowrank.train import _StopFlag, StopRequested, main, train
+from lowrank.train import StopRequested, main, train
+from train_helpers import StopAfter, final_events
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,27 +34,6 @@ TINY = [
 def make_run(overrides: list[str] = ()) -> RunDir:
     config = load(REPO / "presets" / "quickstart.yaml", TINY + list(overrides))
     return RunDir.create(config.to_dict())
-
-
-class StopAfter(_StopFlag):
-    """A stop flag that fires after ``steps`` checks, as if SIGTERM arrived then."""
-
-    def __init__(self, steps: int) -> None:
-        super().__init__()
-        self.remaining = steps
-
-    def check(self) -> None:
-        self.remaining -= 1
-        if self.remaining < 0:
-            raise StopRequested(signal.SIGTERM)
-
-
-def final_events(run: RunDir) -> dict:
-    records = run.read_metrics()
-    test = [r for r in records if r.get("event") == "test"][-1]
-    evals = [r for r in records if r.get("event") == "eval"]
-    return {"test": {k: test[k] for k in ("loss", "err1", "err5")},
-            "val": [(r["epoch"], r["loss"], r["err1"]) for r in evals][-1]}
 
 
 def test_a_run_finishes_with_complete_directory(home):
@@ -128,7 +108,7 @@ def test_signal_stops_the_worker_as_killed(home, signum):
 @pytest.mark.slow
 def test_kill_9_at_random_moments_leaves_a_readable_directory(home):
     rng = random.Random(1234)
-    for attempt in range(4):
+    for _ in range(4):
         run = make_run(["train.epochs=200", "log.step_every=1"])
         proc = start_worker(run)
         wait_for(lambda: run.read_status().get("state") == "running")
