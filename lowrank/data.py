@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from .errors import DataError
+from .registry import Registry
 
 # Channel statistics used for normalisation (the standard figures for each dataset).
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -140,29 +141,22 @@ class TensorImageDataset(Dataset):
 # ---------------------------------------------------------------- registry
 
 DatasetBuilder = Callable[..., DataBundle]
-_REGISTRY: dict[str, DatasetBuilder] = {}
+_REGISTRY: Registry[DatasetBuilder] = Registry("dataset")
 
 
 def register_dataset(name: str) -> Callable[[DatasetBuilder], DatasetBuilder]:
     """Decorator storing a dataset builder ``(data_config, **kwargs) -> DataBundle``."""
-
-    def decorator(builder: DatasetBuilder) -> DatasetBuilder:
-        if name in _REGISTRY:
-            raise ValueError(f"dataset {name!r} is registered twice")
-        _REGISTRY[name] = builder
-        return builder
-
-    return decorator
+    return _REGISTRY.register(name)
 
 
 def list_datasets() -> list[str]:
     """Names of the registered datasets."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def dataset_kwargs(name: str) -> dict[str, inspect.Parameter]:
     """The dataset-specific ``data.kwargs`` a builder accepts."""
-    params = dict(inspect.signature(_REGISTRY[name]).parameters)
+    params = _REGISTRY.parameters(name)
     params.pop("config", None)
     return params
 
@@ -170,7 +164,7 @@ def dataset_kwargs(name: str) -> dict[str, inspect.Parameter]:
 def build_datasets(config) -> DataBundle:
     """Build the datasets named by ``config.data`` (an :class:`~lowrank.config.DataConfig`)."""
     try:
-        builder = _REGISTRY[config.name]
+        builder = _REGISTRY.get(config.name)
     except KeyError:
         raise DataError(f"unknown dataset {config.name!r}", key="data.name",
                         hint=f"known datasets: {', '.join(list_datasets())}") from None

@@ -11,18 +11,15 @@ import math
 from typing import Callable
 
 from .config import ScheduleConfig
+from .registry import Registry
 
-_SCHEDULES: dict[str, Callable[[ScheduleConfig, float, float], float]] = {}
+ScheduleFn = Callable[[ScheduleConfig, float, float], float]
+_SCHEDULES: Registry[ScheduleFn] = Registry("schedule")
 
 
-def schedule(name: str):
+def schedule(name: str) -> Callable[[ScheduleFn], ScheduleFn]:
     """Register a schedule ``f(config, t, total_epochs) -> multiplier``."""
-
-    def decorator(fn):
-        _SCHEDULES[name] = fn
-        return fn
-
-    return decorator
+    return _SCHEDULES.register(name)
 
 
 @schedule("constant")
@@ -59,7 +56,7 @@ def _piecewise(config: ScheduleConfig, t: float, total: float) -> float:
 
 def lr_multiplier(config: ScheduleConfig, t: float, total_epochs: float) -> float:
     """The multiplier of the base lr at fractional epoch ``t`` (warmup applied first)."""
-    value = _SCHEDULES[config.name](config, t, total_epochs)
+    value = _SCHEDULES.get(config.name)(config, t, total_epochs)
     if config.warmup_epochs and t < config.warmup_epochs:
         value *= t / config.warmup_epochs
     return value

@@ -13,6 +13,8 @@ from typing import Any, Callable, Protocol
 
 import torch.nn as nn
 
+from ..registry import Registry
+
 
 @dataclass(frozen=True)
 class ConvSpec:
@@ -100,26 +102,19 @@ class Method:
     paper: str = ""
 
 
-_REGISTRY: dict[str, Method] = {}
+_REGISTRY: Registry[Method] = Registry("substitute method", "methods")
 
 
 def register_method(method: Method) -> Method:
     """Add a method to the registry; a duplicate name is a programming error."""
-    if method.name in _REGISTRY:
-        raise ValueError(f"substitute method {method.name!r} is registered twice")
-    _REGISTRY[method.name] = method
-    return method
+    return _REGISTRY.add(method.name, method)
 
 
 def get_method(name: str) -> Method:
     """Look up a method by name; an unknown name lists the known ones."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        known = ", ".join(sorted(_REGISTRY))
-        raise KeyError(f"unknown substitute method {name!r}; known methods: {known}") from None
+    return _REGISTRY.get(name)
 
 
 def list_methods() -> list[Method]:
     """All registered methods, sorted by name."""
-    return [_REGISTRY[name] for name in sorted(_REGISTRY)]
+    return [_REGISTRY.get(name) for name in _REGISTRY.names()]

@@ -19,34 +19,26 @@ from typing import Any, Callable
 
 import torch.nn as nn
 
+from ..registry import Registry
+
 ModelBuilder = Callable[..., nn.Module]
 
-_REGISTRY: dict[str, ModelBuilder] = {}
+_REGISTRY: Registry[ModelBuilder] = Registry("model")
 
 
 def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
     """Decorator storing a model builder under ``name``; a duplicate name is an error."""
-
-    def decorator(builder: ModelBuilder) -> ModelBuilder:
-        if name in _REGISTRY:
-            raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = builder
-        return builder
-
-    return decorator
+    return _REGISTRY.register(name)
 
 
 def get_model_builder(name: str) -> ModelBuilder:
     """The builder registered as ``name``; an unknown name lists the known ones."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}") from None
+    return _REGISTRY.get(name)
 
 
 def model_kwargs(name: str) -> dict[str, inspect.Parameter]:
     """The keyword arguments a model builder accepts (for validating ``model.kwargs``)."""
-    return dict(inspect.signature(get_model_builder(name)).parameters)
+    return _REGISTRY.parameters(name)
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:
@@ -56,4 +48,4 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
 
 def list_models() -> list[str]:
     """Names of all registered models, sorted."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()

@@ -83,7 +83,7 @@ def test_direction_minus_one_is_respected(monkeypatch):
         tt, name="tt_flipped", hp=dataclasses.replace(tt.hp, direction=-1),
         params=lambda spec, hp, **o: tt.params(spec, 1.0 - hp, **o),
         build=lambda spec, hp, **o: tt.build(spec, 1.0 - hp, **o))
-    monkeypatch.setitem(method_registry._REGISTRY, "tt_flipped", flipped)
+    monkeypatch.setitem(method_registry._REGISTRY._entries, "tt_flipped", flipped)
     factory, _ = NETWORKS["tiny_convnet_64"]
     plain = solve_budget(factory, "tt", target_fraction=0.08)
     result = solve_budget(factory, "tt_flipped", target_fraction=0.08)
