@@ -24,7 +24,7 @@ from lowrank.errors import UserError
 from lowrank.rundir import (budget_of, read_jsonl_from, CONFIG_FILE, FINAL_STATES, METRICS_FILE, STATUS_FILE, RunDir, lowrank_home,
                             now_iso, runs_root)
 
-from console.launch import marked_processes, worker_process
+from console.launch import locked_status, marked_processes, worker_process
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader lists hundreds of runs quickly
 DISAPPEARED = "worker disappeared"
@@ -95,24 +95,38 @@ def run_info(run: RunDir, status: dict[str, Any], config: dict[str, Any], now: f
 
 
 def reconcile(run: RunDir, status: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Mark a run ``failed`` ("worker disappeared") if its worker is gone without a final state.
+    """Give a run whose worker is gone without a final state the state it really ended in.
 
-    Only runs launched on this host can be checked; others are returned unchanged.
+    ``killed`` when a kill was requested (``kill_requested`` in status: the worker died of
+    the kill before ``kill_run`` wrote its final status), otherwise ``failed`` ("worker
+    disappeared"). The check and the write happen under the status lock, so a worker or a
+    ``kill_run`` writing its own final state at the same moment always wins. Only runs
+    launched on this host can be checked; others are returned unchanged.
     """
     status = run.read_status() if status is None else status
-    if status.get("state") != "running" or not status.get("pid"):
-        return status
-    if (status.get("launcher_host") or status.get("host")) not in (None, socket.gethostname()):
-        return status
-    if worker_process(status) is not None:
+    if not _maybe_vanished(status):
         return status
     time.sleep(0.05)  # a worker that just exited may be writing its final status right now
-    fresh = run.read_status()
-    if fresh.get("state") in FINAL_STATES or fresh.get("pid") != status.get("pid"):
-        return fresh
-    return run.update_status(state="failed", ended=now_iso(),
-                             error=f"{DISAPPEARED} (pid {status.get('pid')} exited without recording a "
-                                   f"final state; see {run.file('output.log')})")
+    with locked_status(run) as fresh:
+        if not _maybe_vanished(fresh) or fresh.get("pid") != status.get("pid"):
+            return dict(fresh)
+        if fresh.get("kill_requested"):
+            fresh.update(state="killed", ended=now_iso(),
+                         error=f"killed by lowrank kill (requested {fresh['kill_requested']})")
+        else:
+            fresh.update(state="failed", ended=now_iso(),
+                         error=f"{DISAPPEARED} (pid {fresh.get('pid')} exited without recording a "
+                               f"final state; see {run.file('output.log')})")
+        return dict(fresh)
+
+
+def _maybe_vanished(status: dict[str, Any]) -> bool:
+    """A ``running`` run of this host whose worker process no longer exists."""
+    if status.get("state") != "running" or not status.get("pid"):
+        return False
+    if (status.get("launcher_host") or status.get("host")) not in (None, socket.gethostname()):
+        return False
+    return worker_process(status) is None
 
 
 class RunStore:

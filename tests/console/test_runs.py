@@ -74,6 +74,30 @@ def test_reconcile_marks_vanished_worker_failed(home):
     assert status["ended"]
 
 
+def test_reconcile_marks_a_worker_that_died_of_a_kill_killed(home):
+    # the TUI's reader can see the worker gone before kill_run writes the final status:
+    # the run was killed, not a crash, and must not end "failed"
+    proc = subprocess.Popen(["true"])
+    created = psutil.Process(proc.pid).create_time()
+    proc.wait()
+    run = make(home, "k", "20240101-000000-k-0001", state="running", pid=proc.pid, pgid=proc.pid,
+               create_time=created, kill_requested="2024-01-01T00:00:05+00:00")
+    status = reconcile(run)
+    assert status["state"] == "killed" and "lowrank kill" in status["error"]
+    assert run.read_status()["state"] == "killed"
+
+
+def test_reconcile_leaves_a_final_state_written_meanwhile(home):
+    proc = subprocess.Popen(["true"])
+    created = psutil.Process(proc.pid).create_time()
+    proc.wait()
+    run = make(home, "w", "20240101-000000-w-0001", state="running", pid=proc.pid, create_time=created)
+    stale = run.read_status()
+    run.update_status(state="finished", exit_code=0)  # the worker's last write, after our read
+    assert reconcile(run, stale)["state"] == "finished"
+    assert run.read_status()["state"] == "finished"
+
+
 def test_reconcile_keeps_live_worker(home):
     proc = subprocess.Popen(["sleep", "30"])
     try:
