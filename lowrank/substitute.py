@@ -7,11 +7,16 @@ and the tokens in :data:`SKIP_TOKENS`. The research notes replace everything but
 layer and the 1x1 shortcuts (approximating the first layer "is generally bad", notes 001),
 hence :data:`DEFAULT_SKIP`. :func:`plan_substitution` says what would be replaced without
 building anything; the budget solver uses it.
+
+A method's ``seed`` option (HashedNets' hash, ACDC's permutation) is made per layer from the
+layer's qualified name (:func:`layer_options`): every layer draws its own hash function or
+permutation, as in the papers, and a rebuild of the same model draws the same ones.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -99,6 +104,19 @@ def _walk(model: nn.Module, skip: Sequence[str]) -> tuple[list[PlannedLayer], li
     return replace, skipped, warnings
 
 
+def layer_options(declared: dict[str, Any], options: dict[str, Any], name: str) -> dict[str, Any]:
+    """``options`` for the layer called ``name``: a declared ``seed`` option becomes that layer's own seed.
+
+    HashedNets indexes its hash function by layer (h^l in Chen et al. 2015) and ACDC's
+    permutations are drawn per layer; one seed for the whole net would give same-shape
+    layers the same pattern. crc32 of "seed:name" is stable across processes (unlike ``hash()``).
+    """
+    if "seed" not in declared:
+        return options
+    seed = int(options.get("seed", declared["seed"]))
+    return {**options, "seed": zlib.crc32(f"{seed}:{name}".encode())}
+
+
 def plan_substitution(model: nn.Module, skip: Sequence[str] = DEFAULT_SKIP) -> list[tuple[str, ConvSpec]]:
     """(name, spec) of every convolution :func:`substitute` would replace; builds nothing.
 
@@ -123,7 +141,8 @@ def substitute(model: nn.Module, method: str, hp: Any = None, options: dict | No
         if name in targets:
             weight = module.weight
             with torch.device(weight.device):
-                layer = declaration.build(ConvSpec.from_conv(module), hp, **options)
+                own = layer_options(declaration.options, options, name)
+                layer = declaration.build(ConvSpec.from_conv(module), hp, **own)
             new_by_id[id(module)] = layer.to(dtype=weight.dtype).train(module.training)
     # every (parent, attribute) holding a replaced conv, including repeated registrations
     for parent in list(model.modules()):

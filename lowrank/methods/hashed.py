@@ -7,7 +7,8 @@ A virtual weight tensor of M entries is backed by K = max(1, floor(hp*M + 0.5)) 
 ``mix32(a ^ 0x5bd1e995)`` is 0 else -1. ``mix32`` is the "lowbias32" integer finaliser
 (C. Wellons), computed in int64 with 32-bit masking so CPU, CUDA and plain Python agree
 (see :func:`mix32_python`). The layer seed is derived from the ``seed`` option and the conv's
-shape, so layers of different shapes get different hashes and a rebuild is identical.
+shape; :func:`lowrank.substitute.substitute` first makes ``seed`` per layer from the layer's
+name, so every layer of a net has its own hash (same shapes included) and a rebuild is identical.
 
 - ``hashed``: the whole conv weight (out, in, kh, kw) is hashed; mult-adds are the dense conv's
   (the virtual weight is dense), as the notes' counter showed (5.24564E+09 before and after).

@@ -101,3 +101,21 @@ def test_keeps_device_dtype_and_mode():
     layer = model.get_submodule("stage1.0.0")
     assert all(p.dtype == torch.float64 for p in layer.parameters()) and not layer.training
     assert model(torch.randn(1, 1, 8, 8, dtype=torch.float64)).dtype == torch.float64
+
+
+@pytest.mark.parametrize("method,hp,options,pattern", [("hashed", 0.5, {}, "codes"), ("sep_hashed", 0.5, {}, "codes"),
+                                                        ("acdc", 1, {"shuffle": "random"}, "perm")])
+def test_seeded_methods_draw_a_pattern_per_layer_and_the_same_on_rebuild(method, hp, options, pattern):
+    def patterns(seed: int) -> dict[str, torch.Tensor]:
+        model = create_model("tiny_convnet", width=16)
+        substitute(model, method, hp, {**options, "seed": seed})
+        return {name: buf.clone() for name, buf in model.named_buffers() if name.endswith(pattern)}
+
+    first = patterns(0)
+    same_shape = [name for name in first if name.startswith("stage1.")]  # stage1.0.0, stage1.1.0: both 16->16 3x3
+    assert len(same_shape) == 2
+    assert not torch.equal(first[same_shape[0]], first[same_shape[1]])  # one pattern per layer
+    again = patterns(0)
+    assert all(torch.equal(first[name], again[name]) for name in first)  # a rebuild draws the same
+    other = patterns(1)
+    assert any(not torch.equal(first[name], other[name]) for name in first)  # the seed option matters
