@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from lowrank.distill import TapRecorder
 from lowrank.models import create_model
 from lowrank.models.darts import DARTS_V2, Cell
 from lowrank.models.darts_ops import DilConv, FactorizedReduce, Identity, SepConv, drop_path
@@ -42,12 +43,10 @@ def test_small_darts_trains_with_aux_head_and_evaluates_without() -> None:
     torch.manual_seed(0)
     model = create_model("darts", num_classes=10, C=8, layers=5)
     assert model.tap_names == ("cells.0", "cells.2", "cells.4")
-    modules = dict(model.named_modules())
-    shapes = {}
-    for name in model.tap_names:
-        modules[name].register_forward_hook(lambda m, i, o, name=name: shapes.__setitem__(name, tuple(o.shape)))
     model.drop_path_prob = 0.2
-    logits, aux = model(torch.randn(2, 3, 32, 32))
+    with TapRecorder(model, model.tap_names) as taps:
+        logits, aux = model(torch.randn(2, 3, 32, 32))
+        shapes = {name: tuple(taps.get(name).shape) for name in model.tap_names}
     (logits.sum() + aux.sum()).backward()
     assert logits.shape == aux.shape == (2, 10)
     assert shapes == {"cells.0": (2, 32, 32, 32), "cells.2": (2, 64, 16, 16), "cells.4": (2, 128, 8, 8)}

@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from lowrank.distill import TapRecorder
 from lowrank.models import create_model
 
 
@@ -29,11 +30,9 @@ def test_resnet18_mult_adds_at_32x32() -> None:
 
 def test_small_resnet18_trains_and_exposes_stage_taps() -> None:
     model = create_model("resnet18", num_classes=5, width=8)
-    modules = dict(model.named_modules())
-    shapes = {}
-    for name in model.tap_names:
-        modules[name].register_forward_hook(lambda m, i, o, name=name: shapes.__setitem__(name, tuple(o.shape)))
-    out = model(torch.randn(2, 3, 32, 32))
+    with TapRecorder(model, model.tap_names) as taps:
+        out = model(torch.randn(2, 3, 32, 32))
+        shapes = {name: tuple(taps.get(name).shape) for name in model.tap_names}
     out.sum().backward()
     assert out.shape == (2, 5)
     assert shapes == {"layer1": (2, 8, 32, 32), "layer2": (2, 16, 16, 16), "layer3": (2, 32, 8, 8),

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from lowrank.distill import TapRecorder
 from lowrank.models import create_model
 
 
@@ -33,13 +34,8 @@ def test_teacher_and_student_stage_outputs_have_the_same_widths() -> None:
     shapes = {}
     for wide in (1, 2):
         model = create_model("resnet50", width=4, wide=wide)
-        modules = dict(model.named_modules())
-        out = []
-        hooks = [modules[name].register_forward_hook(lambda m, i, o: out.append(tuple(o.shape)))
-                 for name in model.tap_names]
-        logits = model(torch.randn(2, 3, 16, 16))
+        with TapRecorder(model, model.tap_names) as taps:
+            logits = model(torch.randn(2, 3, 16, 16))
+            shapes[wide] = [tuple(feature.shape) for feature in taps.features]
         logits.sum().backward()
-        for hook in hooks:
-            hook.remove()
-        shapes[wide] = out
     assert shapes[1] == shapes[2] == [(2, 16, 16, 16), (2, 32, 8, 8), (2, 64, 4, 4), (2, 128, 2, 2)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from lowrank.distill import TapRecorder
 from lowrank.models import create_model
 
 
@@ -28,11 +29,9 @@ def test_logits_are_scaled_by_weight() -> None:
 
 def test_small_resnet9_trains_and_exposes_taps() -> None:
     model = create_model("resnet9", num_classes=10, width=8)
-    modules = dict(model.named_modules())
-    shapes = {}
-    for name in model.tap_names:
-        modules[name].register_forward_hook(lambda m, i, o, name=name: shapes.__setitem__(name, tuple(o.shape)))
-    out = model(torch.randn(2, 3, 32, 32))
+    with TapRecorder(model, model.tap_names) as taps:
+        out = model(torch.randn(2, 3, 32, 32))
+        shapes = {name: tuple(taps.get(name).shape) for name in model.tap_names}
     out.sum().backward()
     assert out.shape == (2, 10)
     assert shapes == {"layer1": (2, 16, 16, 16), "layer2": (2, 32, 8, 8), "layer3": (2, 64, 4, 4)}

@@ -8,6 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from lowrank.distill import TapRecorder
 from lowrank.models import create_model
 from lowrank.models.wrn import WideResNet
 
@@ -97,11 +98,9 @@ def test_forward_matches_the_reference_functional_wrn() -> None:
 
 def test_small_wrn_trains_and_exposes_group_taps() -> None:
     model = create_model("wrn", depth=10, widen_factor=1, num_classes=7, in_channels=1)
-    seen = {}
-    modules = dict(model.named_modules())
-    for name in model.tap_names:
-        modules[name].register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, o.shape))
-    out = model(torch.randn(2, 1, 32, 32))
+    with TapRecorder(model, model.tap_names) as taps:
+        out = model(torch.randn(2, 1, 32, 32))
+        seen = {name: tuple(taps.get(name).shape) for name in model.tap_names}
     out.sum().backward()
     assert out.shape == (2, 7)
     assert model.tap_names == ("group1", "group2", "group3")
