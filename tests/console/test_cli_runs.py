@@ -15,17 +15,10 @@ from lowrank.rundir import RunDir
 
 from console.cli import app
 from console.launch import start_worker
-from fake_worker import FAKE_WORKER, children_of, fake_config, gone, wait_for
+from fake_worker import children_of, fake_config, gone, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
-
-
-@pytest.fixture
-def fake(home, monkeypatch):
-    monkeypatch.setenv("LOWRANK_WORKER", FAKE_WORKER)
-    monkeypatch.setenv("LOWRANK_SCHEDULER_POLL", "0.1")
-    return home
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

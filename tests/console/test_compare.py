@@ -30,7 +30,7 @@ from lowrank.substitute import substitute
 
 from console import compare
 from console.cli import app
-from fake_worker import FAKE_WORKER, wait_for
+from fake_worker import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -146,11 +146,10 @@ def test_options_of_other_methods_are_dropped_with_a_note(tmp_path):
 
 
 @pytest.fixture
-def fake(home, monkeypatch):
-    monkeypatch.setenv("LOWRANK_WORKER", FAKE_WORKER)
-    monkeypatch.setenv("LOWRANK_SCHEDULER_POLL", "0.1")
+def fake(fake, monkeypatch):
+    """The shared fake-worker home (tests/console/conftest.py), 4 CPU run(s) at a time."""
     monkeypatch.setenv("LOWRANK_MAX_CPU_RUNS", "4")
-    return home
+    return fake
 
 
 def wait_done(sweep_id: str, timeout: float = 60.0) -> list[dict]:

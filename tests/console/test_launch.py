@@ -18,16 +18,9 @@ from lowrank.rundir import RunDir
 
 from console.launch import RUN_ENV, kill_run, relaunch, run_processes, start_worker, worker_process
 from console.runs import RunStore
-from fake_worker import FAKE_WORKER, children_of, fake_config, gone, wait_for
+from fake_worker import children_of, fake_config, gone, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def fake(home, monkeypatch):
-    """Runs in this test use the fake worker."""
-    monkeypatch.setenv("LOWRANK_WORKER", FAKE_WORKER)
-    return home
 
 
 def identities(pids) -> dict[int, float]:

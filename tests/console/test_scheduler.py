@@ -17,7 +17,7 @@ from console.gpus import GPUInfo, HostInfo, HostSnapshot
 from console.scheduler import (Job, Requirement, impossible, plan, requirement_for, requirement_from_cli,
                                requirement_from_config, resolve_requirement, scheduler_info, scheduler_running,
                                submit)
-from fake_worker import FAKE_WORKER, fake_config, wait_for
+from fake_worker import fake_config, wait_for
 
 
 def host(cpus: int = 8) -> HostInfo:
@@ -182,11 +182,10 @@ def test_plan_never_over_assigns_random_hosts():
 
 
 @pytest.fixture
-def fake(home, monkeypatch):
-    monkeypatch.setenv("LOWRANK_WORKER", FAKE_WORKER)
-    monkeypatch.setenv("LOWRANK_SCHEDULER_POLL", "0.1")
+def fake(fake, monkeypatch):
+    """The shared fake-worker home (tests/console/conftest.py), 1 CPU run(s) at a time."""
     monkeypatch.setenv("LOWRANK_MAX_CPU_RUNS", "1")
-    return home
+    return fake
 
 
 def intervals(run: RunDir) -> tuple[float, float]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-from pathlib import Path
 
 import psutil
 import pytest
@@ -22,7 +21,6 @@ from lowrank.rundir import RunDir
 from tui_helpers import NOW, fake_snapshot, make_run, no_gpu_snapshot, settle
 
 SIZE = (160, 45)
-FAKE_WORKER = str(Path(__file__).resolve().parents[1] / "fake_worker.py")
 HOST = socket.gethostname()
 
 
@@ -189,8 +187,7 @@ async def test_kill_with_empty_table_notifies(home):
         assert sum("nothing selected" in text or "no run selected" in text for text, _ in app.notes) == 4
 
 
-async def test_relaunch_new_run_and_resume(home, monkeypatch):
-    monkeypatch.setenv("LOWRANK_WORKER", FAKE_WORKER)  # a stand-in worker that finishes in a second
+async def test_relaunch_new_run_and_resume(home, fake):  # fake: a stand-in worker that finishes in a second
     make_run(home, "20240301-120000-wrn-done-a001", epochs=2)
     killed = make_run(home, "20240301-120100-wrn-stop-a002", state="killed", epochs=2, epoch=1)
     killed.file("checkpoint.pt").write_bytes(b"stand-in checkpoint")

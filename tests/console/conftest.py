@@ -1,0 +1,16 @@
+"""Fixtures shared by the console tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from fake_worker import FAKE_WORKER
+
+
+@pytest.fixture
+def fake(home, monkeypatch):
+    """LOWRANK_HOME whose runs use the fake worker (tests/console/fake_worker.py), with a
+    fast scheduler poll; modules that need another CPU-run limit override this fixture."""
+    monkeypatch.setenv("LOWRANK_WORKER", FAKE_WORKER)
+    monkeypatch.setenv("LOWRANK_SCHEDULER_POLL", "0.1")
+    return home
