@@ -1,164 +1,42 @@
-"""The training worker: ``python -m lowrank.train RUN_DIR [--resume]``.
+"""The epoch/step loop: one flat loop in commented phases (after nanoGPT).
 
-Reads ``RUN_DIR/config.yaml``, trains, and writes only into the run directory
-(status.json, metrics.jsonl, checkpoints, a results.csv row). The loop is one flat
-loop in commented phases (after nanoGPT); protocol choices are config fields.
-
-Exit codes: 0 finished, 1 failed (error summary in status.json), 128+signal when
-stopped by SIGTERM/SIGINT (state ``killed``).
+Protocol choices are config fields; the loop writes only into the run directory
+(status.json, metrics.jsonl, checkpoints). ``worker.main`` calls :func:`train`.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import math
 import os
-import random
-import signal
-import sys
 import time
-import traceback
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from .amp import Precision
-from .config import from_dict
-from .errors import UserError
-from .rundir import budget_of, BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, RunDir, append_result, now_iso
+from ..amp import Precision
+from ..config import from_dict
+from ..errors import UserError
+from ..rundir import BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, RunDir, now_iso
+from .checkpoint import atomic_save, rng_state, seed_everything, set_rng_state
+from .device import resolve_device, to_device
+from .evaluation import evaluate, topk_errors
+from .stop import StopFlag
 
 HEARTBEAT_SECONDS = 5.0
-
-
-class StopRequested(Exception):
-    """Raised inside the loop when SIGTERM/SIGINT arrived; carries the signal number."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
 
 
 class NonFiniteLoss(Exception):
     """The loss became NaN or infinite; the run fails with the epoch and step."""
 
 
-class _StopFlag:
-    """Signal handler target: remembers the first stop signal, checked once per step."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-
-    def __call__(self, signum: int, frame: Any) -> None:
-        if self.signum is None:
-            self.signum = signum
-
-    def check(self) -> None:
-        if self.signum is not None:
-            raise StopRequested(self.signum)
-
-
-# ---------------------------------------------------------------- helpers
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` means the first visible CUDA device when there is one, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("train.device asks for CUDA but no CUDA device is visible", key="train.device",
-                        hint="use --set train.device=cpu (or auto)")
-    return device
-
-
-def seed_everything(seed: int, deterministic: bool) -> None:
-    """Seed python, numpy and torch; optionally ask torch for deterministic kernels."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-
-
-def rng_state() -> dict[str, Any]:
-    """Every RNG the loop draws from, for exact resume."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file and rename, so a kill never leaves half a checkpoint."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def topk_errors(logits: torch.Tensor, targets: torch.Tensor) -> tuple[int, int]:
-    """Number of top-1 and top-5 mistakes in a batch (top-5 is top-k with k = min(5, classes))."""
-    k = min(5, logits.shape[1])
-    top = logits.topk(k, dim=1).indices
-    hit = top.eq(targets.unsqueeze(1))
-    return int((~hit[:, 0]).sum()), int((~hit.any(dim=1)).sum())
-
-
-def to_device(images: torch.Tensor, targets: torch.Tensor, device: torch.device,
-              channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Move a batch; NHWC images when ``channels_last`` (CUDA only: a no-op on the CPU)."""
-    images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-    if channels_last and device.type == "cuda" and images.dim() == 4:
-        images = images.contiguous(memory_format=torch.channels_last)
-    return images, targets
-
-
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, stop: _StopFlag,
-             precision: Precision | None = None, channels_last: bool = False) -> dict[str, float]:
-    """Mean cross-entropy and top-1/top-5 error (percent) of ``model`` over ``loader``."""
-    model.eval()
-    total, loss_sum, miss1, miss5 = 0, 0.0, 0, 0
-    autocast = precision.autocast if precision is not None else contextlib.nullcontext
-    with torch.no_grad():
-        for images, targets in loader:
-            stop.check()
-            images, targets = to_device(images, targets, device, channels_last)
-            with autocast():
-                logits = model(images)
-            if isinstance(logits, tuple):
-                logits = logits[0]
-            logits = logits.float()
-            loss_sum += float(F.cross_entropy(logits, targets, reduction="sum"))
-            m1, m5 = topk_errors(logits, targets)
-            miss1, miss5, total = miss1 + m1, miss5 + m5, total + len(targets)
-    return {"loss": loss_sum / total, "err1": 100.0 * miss1 / total, "err5": 100.0 * miss5 / total}
-
-
-# ---------------------------------------------------------------- the run
-
-
-def train(run: RunDir, resume: bool, stop: _StopFlag) -> dict[str, Any]:
+def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
     """Train the run's experiment to the end; returns the summary written to status.json."""
-    from .build import build_network
-    from .data import build_datasets, describe
-    from .protocol import build_objective, drop_path_prob, make_optimizer, plan_phases
-    from .schedule import lr_multiplier
-    from .teacher import build_teacher, claimed_error
+    from ..build import build_network
+    from ..data import build_datasets, describe
+    from ..protocol import build_objective, drop_path_prob, make_optimizer, plan_phases
+    from ..schedule import lr_multiplier
+    from ..teacher import build_teacher, claimed_error
 
     config = from_dict(run.read_config(), source=str(run.file(CONFIG_FILE)))
     train_cfg, log_cfg = config.train, config.log
@@ -338,57 +216,3 @@ def train(run: RunDir, resume: bool, stop: _StopFlag) -> dict[str, Any]:
                "test_err1": test_metrics["err1"], "test_err5": test_metrics["err5"],
                "test_loss": test_metrics["loss"], "train_seconds": train_seconds, **teacher_facts}
     return summary
-
-
-def _results_row(run: RunDir, status: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
-    config = run.read_config()
-    return {**summary, "run_id": run.run_id, "name": config.get("name"), "sweep": status.get("sweep"),
-            "state": "finished", "model": config.get("model", {}).get("name"),
-            "dataset": config.get("data", {}).get("name"),
-            "budget": budget_of(config, status),
-            "epochs": config.get("train", {}).get("epochs"), "seed": config.get("train", {}).get("seed"),
-            "ended": status.get("ended"), "run_dir": str(run.path)}
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Worker entry point: run the experiment in RUN_DIR and record how it ended."""
-    parser = argparse.ArgumentParser(prog="python -m lowrank.train", description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path, help="the run directory holding config.yaml")
-    parser.add_argument("--resume", action="store_true", help="continue from checkpoint.pt")
-    args = parser.parse_args(argv)
-    run = RunDir(args.run_dir.resolve())
-    if not run.file(CONFIG_FILE).exists():
-        print(f"error: {run.file(CONFIG_FILE)} not found: not a run directory", file=sys.stderr)
-        return 2
-
-    stop = _StopFlag()
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    try:
-        summary = train(run, args.resume, stop)
-    except StopRequested as stopped:
-        code = 128 + stopped.signum
-        run.append_metric({"event": "end", "state": "killed", "signal": str(stopped)})
-        run.update_status(state="killed", ended=now_iso(), exit_code=code, error=f"stopped by {stopped}")
-        print(f"stopped by {stopped}", flush=True)
-        return code
-    except (NonFiniteLoss, UserError) as error:
-        run.append_metric({"event": "end", "state": "failed", "error": str(error)})
-        run.update_status(state="failed", ended=now_iso(), exit_code=1, error=str(error))
-        print(f"failed: {error}", file=sys.stderr, flush=True)
-        return 1
-    except BaseException as error:  # a bug or an environment failure: keep the traceback in output.log
-        traceback.print_exc()
-        summary_line = f"{type(error).__name__}: {error}".strip()
-        run.append_metric({"event": "end", "state": "failed", "error": summary_line})
-        run.update_status(state="failed", ended=now_iso(), exit_code=1, error=summary_line)
-        return 1
-    run.append_metric({"event": "end", "state": "finished", **summary})
-    status = run.update_status(state="finished", ended=now_iso(), exit_code=0, **summary)
-    append_result(_results_row(run, status, summary), home=run.home)
-    print(f"finished: test err {summary['test_err1']:.2f}% (best val {summary['best_val_err1']:.2f}%)", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Evaluation: mean cross-entropy and top-1/top-5 error of a model over a loader."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from ..amp import Precision
+from .device import to_device
+from .stop import StopFlag
+
+
+def topk_errors(logits: torch.Tensor, targets: torch.Tensor) -> tuple[int, int]:
+    """Number of top-1 and top-5 mistakes in a batch (top-5 is top-k with k = min(5, classes))."""
+    k = min(5, logits.shape[1])
+    top = logits.topk(k, dim=1).indices
+    hit = top.eq(targets.unsqueeze(1))
+    return int((~hit[:, 0]).sum()), int((~hit.any(dim=1)).sum())
+
+
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, stop: StopFlag,
+             precision: Precision | None = None, channels_last: bool = False) -> dict[str, float]:
+    """Mean cross-entropy and top-1/top-5 error (percent) of ``model`` over ``loader``."""
+    model.eval()
+    total, loss_sum, miss1, miss5 = 0, 0.0, 0, 0
+    autocast = precision.autocast if precision is not None else contextlib.nullcontext
+    with torch.no_grad():
+        for images, targets in loader:
+            stop.check()
+            images, targets = to_device(images, targets, device, channels_last)
+            with autocast():
+                logits = model(images)
+            if isinstance(logits, tuple):
+                logits = logits[0]
+            logits = logits.float()
+            loss_sum += float(F.cross_entropy(logits, targets, reduction="sum"))
+            m1, m5 = topk_errors(logits, targets)
+            miss1, miss5, total = miss1 + m1, miss5 + m5, total + len(targets)
+    return {"loss": loss_sum / total, "err1": 100.0 * miss1 / total, "err5": 100.0 * miss5 / total}

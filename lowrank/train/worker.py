@@ -1,0 +1,74 @@
+"""The training worker: ``python -m lowrank.train RUN_DIR [--resume]``.
+
+Reads ``RUN_DIR/config.yaml``, trains (``loop.train``), and records how the run ended
+in the run directory (status.json, metrics.jsonl, a results.csv row).
+
+Exit codes: 0 finished, 1 failed (error summary in status.json), 128+signal when
+stopped by SIGTERM/SIGINT (state ``killed``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from ..rundir import CONFIG_FILE, RunDir, append_result, budget_of, now_iso
+from .stop import StopFlag, StopRequested
+
+
+def _results_row(run: RunDir, status: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    config = run.read_config()
+    return {**summary, "run_id": run.run_id, "name": config.get("name"), "sweep": status.get("sweep"),
+            "state": "finished", "model": config.get("model", {}).get("name"),
+            "dataset": config.get("data", {}).get("name"),
+            "budget": budget_of(config, status),
+            "epochs": config.get("train", {}).get("epochs"), "seed": config.get("train", {}).get("seed"),
+            "ended": status.get("ended"), "run_dir": str(run.path)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Worker entry point: run the experiment in RUN_DIR and record how it ended."""
+    parser = argparse.ArgumentParser(prog="python -m lowrank.train", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path, help="the run directory holding config.yaml")
+    parser.add_argument("--resume", action="store_true", help="continue from checkpoint.pt")
+    args = parser.parse_args(argv)
+    run = RunDir(args.run_dir.resolve())
+    if not run.file(CONFIG_FILE).exists():
+        print(f"error: {run.file(CONFIG_FILE)} not found: not a run directory", file=sys.stderr)
+        return 2
+
+    stop = StopFlag()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    from .loop import NonFiniteLoss, train  # torch: only once we know this is a run directory
+
+    try:
+        summary = train(run, args.resume, stop)
+    except StopRequested as stopped:
+        code = 128 + stopped.signum
+        run.append_metric({"event": "end", "state": "killed", "signal": str(stopped)})
+        run.update_status(state="killed", ended=now_iso(), exit_code=code, error=f"stopped by {stopped}")
+        print(f"stopped by {stopped}", flush=True)
+        return code
+    except (NonFiniteLoss, UserError) as error:
+        run.append_metric({"event": "end", "state": "failed", "error": str(error)})
+        run.update_status(state="failed", ended=now_iso(), exit_code=1, error=str(error))
+        print(f"failed: {error}", file=sys.stderr, flush=True)
+        return 1
+    except BaseException as error:  # a bug or an environment failure: keep the traceback in output.log
+        traceback.print_exc()
+        summary_line = f"{type(error).__name__}: {error}".strip()
+        run.append_metric({"event": "end", "state": "failed", "error": summary_line})
+        run.update_status(state="failed", ended=now_iso(), exit_code=1, error=summary_line)
+        return 1
+    run.append_metric({"event": "end", "state": "finished", **summary})
+    status = run.update_status(state="finished", ended=now_iso(), exit_code=0, **summary)
+    append_result(_results_row(run, status, summary), home=run.home)
+    print(f"finished: test err {summary['test_err1']:.2f}% (best val {summary['best_val_err1']:.2f}%)", flush=True)
+    return 0
+
