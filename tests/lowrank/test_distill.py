@@ -70,8 +70,31 @@ def test_at_loss_numeric_example_and_betas() -> None:
     total, terms = at_loss([s, s], [t, s], betas=[10.0, 5.0])
     assert terms[0].item() == pytest.approx(per_tap, rel=1e-6) and terms[1].item() == 0.0
     assert total.item() == pytest.approx(10.0 * per_tap, rel=1e-6)
-    assert at_betas(1e3, 3) == [500.0] * 3  # AT's beta / 2 for its three groups
-    assert at_betas(1e3, 4) == [375.0] * 4
+
+
+def _reference_at(x: torch.Tensor) -> torch.Tensor:
+    """attention-transfer utils.at, written from the reference code: normalize(x^2 mean over channels)."""
+    return F.normalize(x.pow(2).mean(1).view(x.size(0), -1))
+
+
+def _reference_total(student: list, teacher: list, beta: float) -> torch.Tensor:
+    """deficient-efficient main.py: sum over taps of beta*3/n_taps * mse(at_s, at_t); for three taps
+    this is attention-transfer cifar.py's ``opt.beta * sum(loss_groups)``."""
+    n = len(student)
+    return sum(beta * 3 / n * (_reference_at(s) - _reference_at(t)).pow(2).mean() for s, t in zip(student, teacher))
+
+
+@pytest.mark.parametrize("n_taps", [3, 4])
+def test_at_weight_matches_the_reference_code(n_taps: int) -> None:
+    torch.manual_seed(n_taps)
+    student = [torch.randn(4, 8 * (k + 1), 16 >> k, 16 >> k) for k in range(n_taps)]
+    teacher = [torch.randn(4, 16 * (k + 1), 16 >> k, 16 >> k) for k in range(n_taps)]
+    total, _ = at_loss(student, teacher, at_betas(1e3, n_taps))
+    expected = _reference_total(student, teacher, 1e3)
+    assert total.item() == pytest.approx(expected.item(), rel=1e-5)
+    if n_taps == 3:  # attention-transfer cifar.py: beta * sum(at_losses), no halving
+        plain = 1e3 * sum((_reference_at(s) - _reference_at(t)).pow(2).mean() for s, t in zip(student, teacher))
+        assert total.item() == pytest.approx(plain.item(), rel=1e-5)
 
 
 def test_at_pools_the_larger_map_to_the_smaller() -> None:
@@ -120,7 +143,7 @@ def test_distiller_trains_the_student_only() -> None:
     assert parts["at"].item() > 0 and parts["kd"].item() > 0
     assert all(p.grad is not None for p in student.parameters())
     assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
-    expected = 0.5 * parts["kd"] + 0.5 * parts["ce"] + 500.0 * (parts["at_0"] + parts["at_1"] + parts["at_2"])
+    expected = 0.5 * parts["kd"] + 0.5 * parts["ce"] + 1000.0 * (parts["at_0"] + parts["at_1"] + parts["at_2"])
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     distiller.close()
     assert not student.group1._forward_hooks and not teacher.group1._forward_hooks
