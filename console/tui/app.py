@@ -33,8 +33,7 @@ from .runs_table import RunsTable
 from .watch import HostReader, MetricsCache, RunRecord, RunWatcher, gpu_runs, log_path
 
 DEBOUNCE_SECONDS = 0.12
-MAIN_ONLY = {"launch", "kill", "relaunch", "log", "compare", "filter", "cycle_state", "toggle_mark", "cycle_sort",
-             "next_tab"}
+MAIN_ONLY = {"launch", "kill", "relaunch", "log", "compare", "filter", "cycle_state", "toggle_mark", "next_tab", "mark_all", "clear_marks", "pick_sort", "reverse_sort"}
 
 
 def console_commands() -> type:
@@ -50,8 +49,12 @@ class LowrankConsole(RunActions, App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "lowrank console"
     COMMANDS = App.COMMANDS | {console_commands}
+    # the screen gets a class per size band (app.tcss reflows the panels by them)
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-medium"), (160, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
     BINDINGS = [
-        Binding("n", "launch", "Launch"), Binding("k", "kill", "Kill"), Binding("r", "relaunch", "Relaunch"),
+        Binding("n", "launch", "Launch"), Binding("x", "kill", "Kill"), Binding("K", "kill", "Kill", show=False),
+        Binding("r", "relaunch", "Relaunch"),
         Binding("l", "log", "Log"), Binding("c", "compare", "Compare"), Binding("slash", "filter", "Filter"),
         Binding("f", "cycle_state", "State filter", show=False), Binding("t", "next_tab", "Tab", show=False),
         Binding("question_mark", "help", "Help"), Binding("q", "quit", "Quit"),
@@ -214,8 +217,17 @@ class LowrankConsole(RunActions, App[None]):
     def action_toggle_mark(self) -> None:
         self.runs_table.action_toggle_mark()
 
-    def action_cycle_sort(self) -> None:
-        self.runs_table.action_cycle_sort()
+    def action_pick_sort(self) -> None:
+        self.runs_table.action_pick_sort()
+
+    def action_reverse_sort(self) -> None:
+        self.runs_table.action_reverse_sort()
+
+    def action_mark_all(self) -> None:
+        self.runs_table.action_mark_all()
+
+    def action_clear_marks(self) -> None:
+        self.runs_table.action_clear_marks()
 
     def action_next_tab(self) -> None:
         self.run_detail.next_tab()
@@ -233,13 +245,18 @@ class LowrankConsole(RunActions, App[None]):
         self.push_screen(LogScreen(log_path(self.home, run_id), run_id))
 
     def action_compare(self) -> None:
+        """The selected runs when there is a selection, else the highlighted run's family."""
+        from .compare_screen import CompareScreen, family, selection
+
+        marked = [rid for rid in self.runs_table.marked if rid in self.records]
         run_id = self.runs_table.highlighted
-        if run_id is None or run_id not in self.records:
+        if marked:
+            label, runs = selection(self.records, marked)
+        elif run_id is None or run_id not in self.records:
             self.notify("no run selected: highlight a run of the family to compare", severity="warning")
             return
-        from .compare_screen import CompareScreen, family
-
-        label, runs = family(self.records, run_id)
+        else:
+            label, runs = family(self.records, run_id)
         if not runs:
             self.notify(f"no finished runs in {label} yet", severity="warning")
             return

@@ -1,4 +1,4 @@
-"""Every console action in the command palette (ctrl+p), by name, with its key."""
+"""Every console action in the command palette (ctrl+p), by name, with its key (from :mod:`.keys`)."""
 
 from __future__ import annotations
 
@@ -6,21 +6,11 @@ from functools import partial
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
+from .keys import KEYS
+
 # (title, app action, key) -- the same actions the key bindings run
-COMMANDS: tuple[tuple[str, str, str], ...] = (
-    ("Launch a run from a preset", "launch", "n"),
-    ("Kill the selected run(s)", "kill", "k"),
-    ("Relaunch the selected run(s): new run or resume", "relaunch", "r"),
-    ("Show the full log of the highlighted run", "log", "l"),
-    ("Compare finished runs of the highlighted run's family", "compare", "c"),
-    ("Filter runs by state or text", "filter", "/"),
-    ("Cycle the state filter", "cycle_state", "f"),
-    ("Select / unselect the highlighted run", "toggle_mark", "space"),
-    ("Sort runs by the next column", "cycle_sort", "s"),
-    ("Next detail tab (status, config, log)", "next_tab", "t"),
-    ("Help: the console's keys", "help", "?"),
-    ("Quit the console (runs keep going)", "quit", "q"),
-)
+COMMANDS: tuple[tuple[str, str, str], ...] = tuple(
+    (text[0].upper() + text[1:], action, key) for key, action, text in KEYS if action)
 
 
 class ConsoleCommands(Provider):

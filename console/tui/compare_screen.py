@@ -1,9 +1,16 @@
-"""``c``: finished runs of one family -- the same sweep, or the same model and dataset -- as a
-table (method, hp/budget, params, mult-adds, errors) and an error-vs-parameters scatter."""
+"""``c``: runs side by side -- the selected runs, or the highlighted run's family (same sweep, or
+same model and dataset) -- as a table (method, hp/budget, params, mult-adds, errors) and an
+error-vs-cost scatter with the Pareto front (``m`` switches parameters / mult-adds).
+
+Finished runs are filled markers; running runs are drawn hollow at their current best
+validation error. With ``live`` the screen re-reads the app's records every poll, so a
+sweep's points appear as its runs finish.
+"""
 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -13,11 +20,15 @@ from textual.widgets import DataTable, Footer, Label
 from textual_plotext import PlotextPlot
 
 from .format import count, number, pct
+from .scatter import headroom, linear_ticks, log_ticks, marker, pareto_front, tick_label
 from .watch import RunRecord
+
+SHOWN_STATES = ("finished", "running")
+X_AXES = (("params", "parameters"), ("macs", "mult-adds"))
 
 
 def family(records: dict[str, RunRecord], run_id: str) -> tuple[str, list[RunRecord]]:
-    """(label, finished runs) of ``run_id``'s family: its sweep if it has one, else model + dataset."""
+    """(label, finished and running runs) of ``run_id``'s family: its sweep if it has one, else model + dataset."""
     base = records[run_id]
     sweep = base.status.get("sweep")
     if sweep:
@@ -27,13 +38,22 @@ def family(records: dict[str, RunRecord], run_id: str) -> tuple[str, list[RunRec
         key = (base.info.model, base.info.dataset)
         members = [r for r in records.values() if (r.info.model, r.info.dataset) == key]
         label = f"{base.info.model or '?'} on {base.info.dataset or '?'}"
-    finished = [r for r in members if r.info.state == "finished"]
-    finished.sort(key=lambda r: (r.info.method or "", r.status.get("params") or 0, r.run_id))
-    return label, finished
+    return label, _ordered(members)
+
+
+def selection(records: dict[str, RunRecord], run_ids: list[str]) -> tuple[str, list[RunRecord]]:
+    """(label, finished and running runs) among the selected ``run_ids``."""
+    return f"{len(run_ids)} selected run(s)", _ordered([records[rid] for rid in run_ids if rid in records])
+
+
+def _ordered(members: list[RunRecord]) -> list[RunRecord]:
+    shown = [r for r in members if r.info.state in SHOWN_STATES]
+    shown.sort(key=lambda r: (r.info.method or "", r.status.get("params") or 0, r.run_id))
+    return shown
 
 
 def error_of(record: RunRecord) -> float | None:
-    """The error a comparison plots: test top-1 when measured, else best validation."""
+    """The error a comparison plots: test top-1 when measured, else best validation (a running run's so far)."""
     value = record.status.get("test_err1")
     return record.status.get("best_val_err1") if value is None else value
 
@@ -45,17 +65,26 @@ class CompareScreen(Screen[None]):
     CompareScreen > Label { dock: top; width: 1fr; background: $primary-darken-2; padding: 0 1; }
     CompareScreen DataTable { width: 3fr; height: 1fr; }
     CompareScreen PlotextPlot { width: 2fr; height: 1fr; }
+    CompareScreen.-narrow Horizontal { layout: vertical; }
+    CompareScreen.-narrow DataTable { width: 1fr; height: 1fr; }
+    CompareScreen.-narrow PlotextPlot { width: 1fr; height: 2fr; }
     """
 
-    BINDINGS = [Binding("escape,c,q", "close", "Back")]
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
+    BINDINGS = [Binding("escape,c,q", "close", "Back"), Binding("m", "switch_x", "Params / mult-adds")]
 
-    def __init__(self, label: str, runs: list[RunRecord]) -> None:
+    def __init__(self, label: str, runs: list[RunRecord],
+                 live: Callable[[], tuple[str, list[RunRecord]]] | None = None) -> None:
         super().__init__()
         self.label = label
         self.runs = runs
+        self.live = live
+        self.x_key = "params"
+        self.front: list[tuple[float, float]] = []  # the Pareto front drawn (tests)
+        self.points: dict[str, list[tuple[float, float, bool]]] = {}  # method -> (x, err, running)
 
     def compose(self) -> ComposeResult:
-        yield Label(f"compare: {self.label} · {len(self.runs)} finished run(s)", markup=False)
+        yield Label("", id="compare-title", markup=False)
         with Horizontal():
             yield DataTable(cursor_type="row", zebra_stripes=True)
             yield PlotextPlot()
@@ -63,34 +92,89 @@ class CompareScreen(Screen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        table.add_columns("run", "method", "hp", "budget", "params", "mult-adds", "best val err", "test err")
+        table.add_columns("run", "state", "method", "hp", "budget", "params", "mult-adds", "best val err",
+                          "test err")
+        table.focus()
+        self.redraw()
+        self.call_after_refresh(self.draw)  # again once the plot has its size: the legend headroom needs it
+        if self.live is not None:
+            self.set_interval(1.0, self.poll)
+
+    def poll(self) -> None:
+        """Re-read the runs (a live sweep): redraw when any shown number changed."""
+        label, runs = self.live()  # type: ignore[misc]
+        if [(r.run_id, r.cells) for r in runs] != [(r.run_id, r.cells) for r in self.runs]:
+            self.label, self.runs = label, runs
+            self.redraw()
+
+    def redraw(self) -> None:
+        finished = sum(r.info.state == "finished" for r in self.runs)
+        running = len(self.runs) - finished
+        self.query_one("#compare-title", Label).update(
+            f"compare: {self.label} · {finished} finished" + (f", {running} running" if running else ""))
+        table = self.query_one(DataTable)
+        current = table.cursor_row
+        table.clear()
         for record in self.runs:
             status, info = record.status, record.info
-            table.add_row(info.name, info.method or "-", number(status.get("hp")),
+            table.add_row(info.name, info.state, info.method or "-", number(status.get("hp")),
                           "-" if info.budget is None else number(info.budget), count(status.get("params")),
                           count(status.get("macs")), pct(status.get("best_val_err1")), pct(status.get("test_err1")),
                           key=record.run_id)
-        table.focus()
+        if table.row_count:
+            table.move_cursor(row=min(current, table.row_count - 1), animate=False)
         self.draw()
 
     def draw(self) -> None:
-        """Error against parameters, one series per method, log-scaled x."""
-        plt = self.query_one(PlotextPlot).plt
+        """Error against parameters (or mult-adds), one marker per method, log x, the Pareto front."""
+        plot = self.query_one(PlotextPlot)
+        plt = plot.plt
         plt.clear_figure()
-        plt.title("top-1 error vs parameters")
-        plt.xlabel("parameters (log)")
-        by_method: dict[str, tuple[list[float], list[float]]] = {}
+        label = dict(X_AXES)[self.x_key]
+        plt.title(f"top-1 error vs {label}")
+        plt.xlabel(f"{label} (log)")
+        self.points = {}
         for record in self.runs:
-            params, err = record.status.get("params"), error_of(record)
-            if params and err is not None and math.isfinite(err):
-                xs, ys = by_method.setdefault(record.info.method or "?", ([], []))
-                xs.append(float(params))
-                ys.append(float(err))
-        for method, (xs, ys) in sorted(by_method.items()):
-            plt.scatter(xs, ys, label=method)
-        if by_method:
-            plt.xscale("log")
-        self.query_one(PlotextPlot).refresh()
+            x, err = record.status.get(self.x_key), error_of(record)
+            if x and err is not None and math.isfinite(err) and x > 0:
+                self.points.setdefault(record.info.method or "?", []).append(
+                    (float(x), float(err), record.info.state != "finished"))
+        if not self.points:
+            plt.text("no errors measured yet", 0.5, 0.5, alignment="center")
+            plt.xlim(0, 1)
+            plt.ylim(0, 1)
+            plot.refresh()
+            return
+        every = [(x, y) for pts in self.points.values() for x, y, _ in pts]
+        self.front = pareto_front((x, y) for pts in self.points.values() for x, y, running in pts if not running)
+        if len(self.front) > 1:
+            plt.plot([math.log10(x) for x, _ in self.front], [y for _, y in self.front], label="Pareto front",
+                     marker="braille", color="gray")
+        for index, (method, pts) in enumerate(sorted(self.points.items())):
+            for hollow in (False, True):
+                chosen = [(x, y) for x, y, running in pts if running == hollow]
+                if chosen:
+                    plt.scatter([math.log10(x) for x, _ in chosen], [y for _, y in chosen],
+                                label=f"{method} (running)" if hollow else method, marker=marker(index, hollow))
+        legend_rows = sum(1 + any(r for *_, r in pts) for pts in self.points.values()) + (len(self.front) > 1)
+        xs, ys = [x for x, _ in every], [y for _, y in every]
+        ticks = log_ticks(min(xs), max(xs))
+        lo, hi = math.log10(min(xs)), math.log10(max(xs))
+        pad = (hi - lo) * 0.08 or 0.1
+        plt.xlim(lo - pad, hi + pad)
+        plt.xticks([math.log10(t) for t in ticks], [tick_label(t) for t in ticks])
+        y_lo, y_hi = headroom(ys, legend_rows, max(6, plot.size.height - 5))
+        plt.ylim(y_lo, y_hi)
+        y_ticks = linear_ticks(min(ys), max(ys))
+        plt.yticks(y_ticks, [tick_label(t) for t in y_ticks])
+        plot.refresh()
+
+    def on_resize(self) -> None:
+        self.draw()
+
+    def action_switch_x(self) -> None:
+        self.x_key = "macs" if self.x_key == "params" else "params"
+        self.draw()
 
     def action_close(self) -> None:
         self.dismiss(None)

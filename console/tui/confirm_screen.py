@@ -1,4 +1,4 @@
-"""A yes/no dialog (``k`` asks before killing): ``y``/Enter confirms, ``n``/Escape cancels."""
+"""A yes/no dialog (``x`` asks before killing): ``y``/Enter confirms, ``n``/Escape cancels."""
 
 from __future__ import annotations
 

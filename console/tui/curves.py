@@ -6,6 +6,7 @@ delay the console's first paint. Data that arrives before is kept and drawn then
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from textual.containers import Horizontal
@@ -34,8 +35,7 @@ def draw_metric(plot: Any, metric: str, runs: list[tuple[str, dict[str, Series]]
     """Redraw ``plot`` (a PlotextPlot) with ``metric`` of every run: train solid, val dotted."""
     plt = plot.plt
     plt.clear_figure()
-    plt.title(METRICS.get(metric, metric))
-    plt.xlabel("epoch")
+    plt.title(f"{METRICS.get(metric, metric)} by epoch")  # no x label: a row a short terminal needs
     plotted = 0
     for label, by_metric in runs:
         for split, (xs, ys) in (by_metric.get(metric) or {}).items():
@@ -43,11 +43,28 @@ def draw_metric(plot: Any, metric: str, runs: list[tuple[str, dict[str, Series]]
             plt.plot(xs, ys, label=f"{label} {split}" if len(runs) > 1 else split,
                      marker="braille" if split == "train" else "dot")
             plotted += 1
-    if not plotted:
+    if plotted:
+        round_ticks(plt, runs, metric)
+    else:
         plt.text("no metrics yet", 0.5, 0.5, alignment="center")
         plt.xlim(0, 1)
         plt.ylim(0, 1)
     plot.refresh()
+
+
+def round_ticks(plt: Any, runs: list[tuple[str, dict[str, Series]]], metric: str) -> None:
+    """Whole epochs on x and round values on y (plotext's own ticks read ``1.38  2.25``)."""
+    from .scatter import linear_ticks, tick_label
+
+    xs = [x for _, by_metric in runs for x_list, _ in (by_metric.get(metric) or {}).values() for x in x_list]
+    ys = [y for _, by_metric in runs for _, y_list in (by_metric.get(metric) or {}).values() for y in y_list]
+    finite = [y for y in ys if math.isfinite(y)]
+    if xs:
+        ticks = [t for t in linear_ticks(min(xs), max(xs), most=6) if float(t).is_integer()] or [round(min(xs))]
+        plt.xticks(ticks, [f"{t:g}" for t in ticks])
+    if finite:
+        ticks = linear_ticks(min(finite), max(finite), most=5)
+        plt.yticks(ticks, [tick_label(t) for t in ticks])
 
 
 class CurvesView(Horizontal):

@@ -25,7 +25,7 @@ def status_text(record: Any) -> Text:
     """State, error, progress and the numbers a researcher checks first."""
     info, status = record.info, record.status
     out = Text()
-    out.append(f"{info.run_id}\n", style="bold")
+    out.append(f"{info.name or info.run_id}\n", style="bold")
     out.append(info.state, style=STATE_STYLES.get(info.state, ""))
     out.append(f"  epoch {info.epoch if info.epoch is not None else '-'}/{info.epochs or '-'}"
                f"  elapsed {duration(info.elapsed_s)}  eta {duration(info.eta_s)}\n")
@@ -39,6 +39,8 @@ def status_text(record: Any) -> Text:
         if status.get(key) not in (None, "", []):
             out.append(f"{label:<16}", style="dim")
             out.append(f"{status[key]}\n")
+    out.append(f"{'id':<16}", style="dim")
+    out.append(f"{info.run_id}\n")
     out.append(f"{'dir':<16}", style="dim")
     out.append(info.path)
     return out

@@ -19,6 +19,70 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 )
 DATA_COLUMNS = tuple(key for key, _ in COLUMNS if key != "mark")
 
+# What a narrow terminal keeps: columns are dropped from the end of this order first.
+# state, error and progress say more than an id, which is why they come before it.
+PRIORITY = ("mark", "state", "err", "epoch", "id", "name", "method", "budget", "eta", "loss", "elapsed",
+            "model", "gpu")
+# the width a column needs (cells are formatted to fit); id and name are measured from their content
+WIDTHS = {"mark": 1, "state": 8, "err": 8, "epoch": 7, "method": 10, "budget": 13, "eta": 8, "loss": 7,
+          "elapsed": 8, "model": 9, "gpu": 5}
+NAME_MIN, NAME_MID, NAME_MAX, ID_MAX = 10, 24, 48, 24
+NAME_GROWS_AFTER = "eta"  # past this column a readable name (up to NAME_MID) beats more columns
+CELL_PADDING = 1  # DataTable's default: one blank each side of every cell
+
+
+def fit_columns(width: int, id_width: int, name_width: int) -> tuple[tuple[str, int], ...]:
+    """The columns shown in ``width`` terminal cells, in display order, with their widths.
+
+    Columns are taken in :data:`PRIORITY` order while they fit (a column that does not fit
+    is skipped, a later narrower one may still fit); the name column takes what is left,
+    up to its content's width. Pure, so every terminal size is testable without a screen.
+    """
+    natural = dict(WIDTHS, id=max(2, min(id_width, ID_MAX)), name=max(4, min(name_width, NAME_MAX)))
+    pad = 2 * CELL_PADDING
+    chosen: dict[str, int] = {}
+    used = 0
+    for key in PRIORITY:
+        need = (min(NAME_MIN, natural[key]) if key == "name" else natural[key]) + pad
+        if used + need <= width or key == "mark":
+            chosen[key] = need - pad
+            used += need
+        if key == NAME_GROWS_AFTER and "name" in chosen:
+            grown = max(chosen["name"], min(natural["name"], NAME_MID, chosen["name"] + width - used))
+            used += grown - chosen["name"]
+            chosen["name"] = grown
+    if "name" in chosen:
+        chosen["name"] = min(natural["name"], chosen["name"] + max(0, width - used))
+    return tuple((key, chosen[key]) for key, _ in COLUMNS if key in chosen)
+
+
+def short_ids(run_ids: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """Each run id -> its shortest unique tail of whole ``-`` parts (usually the 4-hex suffix,
+    ``20240301-120500-wrn-live-a006`` -> ``a006``; ``live-a006`` when another run ends in ``a006``).
+    Every tail shown is accepted back as a run id (:meth:`console.runs.RunStore.resolve`)."""
+    parts = {rid: rid.split("-") for rid in run_ids}
+    depth = {rid: 1 for rid in run_ids}
+    while True:
+        tails: dict[str, list[str]] = {}
+        for rid in run_ids:
+            tails.setdefault("-".join(parts[rid][-depth[rid]:]), []).append(rid)
+        clashes = [rids for rids in tails.values() if len(rids) > 1]
+        if not clashes:
+            return {rid: "-".join(parts[rid][-depth[rid]:]) for rid in run_ids}
+        grew = False
+        for rids in clashes:
+            for rid in rids:
+                if depth[rid] < len(parts[rid]):
+                    depth[rid] += 1
+                    grew = True
+        if not grew:  # identical ids cannot happen (directory names); guard the loop anyway
+            return {rid: rid for rid in run_ids}
+
+
+def clip(text: str, width: int) -> str:
+    """``text`` cut to ``width`` cells with an ellipsis when it is longer."""
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
 STATE_STYLES = {"running": "bold green", "queued": "cyan", "finished": "blue", "failed": "bold red",
                 "killed": "yellow"}
 
@@ -73,7 +137,7 @@ def row_cells(info: RunInfo) -> tuple[str, ...]:
     """The runs-table cells of one run, in :data:`DATA_COLUMNS` order."""
     gpus = "cpu" if info.gpus == [] else ",".join(map(str, info.gpus)) if info.gpus else "-"
     epochs = f"{info.epoch if info.epoch is not None else '-'}/{info.epochs if info.epochs is not None else '-'}"
-    return (info.run_id, (info.name or "")[:24], info.model or "-", info.method or "-", budget_cell(info),
+    return (info.run_id, info.name or "", info.model or "-", info.method or "-", budget_cell(info),
             info.state, gpus, epochs, number(info.last_loss), pct(info.best_err1), duration(info.elapsed_s),
             duration(info.eta_s))
 

@@ -1,34 +1,28 @@
-"""``?``: the keys of the console."""
+"""``?``: the keys of the console (drawn from :mod:`.keys`; a Rich table, so it opens at once)."""
 
 from __future__ import annotations
 
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
+from textual.widgets import Static
 
-HELP = """\
-# lowrank console
+from .keys import KEYS, NOTES
 
-| key | action |
-|---|---|
-| `n` | launch a run from a preset (file, `--set` overrides, GPU or queue) |
-| `k` | kill the selected run(s), after a confirmation |
-| `r` | relaunch: a new run from the same config, or resume from its checkpoint |
-| `l` | full log of the highlighted run (follows new lines) |
-| `c` | compare finished runs of the highlighted run's family (same sweep, or model + dataset) |
-| `/` | filter runs: words match id/name/model/method; `running`, `failed`... keep those states |
-| `f` | cycle a state filter: all, running, queued, finished, failed, killed |
-| `space` | select / unselect a run (selected runs are overlaid in the curves and are what `k`/`r` act on) |
-| `s` / `S` | sort by the next column / reverse (or click a header) |
-| `t` | next detail tab: status, config, log |
-| `ctrl+p` | command palette: every action by name |
-| `?` | this help |
-| `q` | quit (runs keep going: each worker is in its own session) |
 
-Curves: train (solid) and validation (dotted) loss and top-1 error, per epoch.
-Runs live in `$LOWRANK_HOME/runs/` (`lowrank-console --home PATH` to look elsewhere).
-"""
+def help_renderable() -> Group:
+    """The key table and the notes below it."""
+    table = Table(box=None, show_header=True, header_style="bold", expand=True, pad_edge=False)
+    table.add_column("key", style="bold cyan", no_wrap=True)
+    table.add_column("action", ratio=1)
+    for key, _, text in KEYS:
+        table.add_row(Text(key), Text(text))
+    return Group(Text("lowrank console\n", style="bold"), table, Text(""),
+                 *(Text(note, style="dim") for note in NOTES))
 
 
 class HelpScreen(ModalScreen[None]):
@@ -37,17 +31,17 @@ class HelpScreen(ModalScreen[None]):
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
     HelpScreen > VerticalScroll {
-        width: 100; height: auto; max-height: 90%; border: thick $accent; background: $surface; padding: 0 1;
+        width: 100; max-width: 100%; height: auto; max-height: 100%; border: thick $accent;
+        background: $surface; padding: 0 1;
     }
+    HelpScreen Static { height: auto; }
     """
 
     BINDINGS = [Binding("escape,question_mark,q", "dismiss", "Close")]
 
     def compose(self) -> ComposeResult:
-        from textual.widgets import Markdown  # markdown-it is slow to import: not at start-up
-
         with VerticalScroll():
-            yield Markdown(HELP)
+            yield Static(help_renderable(), id="help-text")
 
     async def action_dismiss(self, result: None = None) -> None:
         self.dismiss(None)

@@ -1,4 +1,4 @@
-"""The console's run actions -- ``n`` launch, ``k`` kill, ``r`` relaunch -- as an App mixin.
+"""The console's run actions -- ``n`` launch, ``x`` kill, ``r`` relaunch -- as an App mixin.
 
 The dialogs run on the UI thread; everything that blocks (listing presets, validating a
 config -- which imports torch --, starting workers, killing with its grace period) runs
@@ -56,7 +56,7 @@ class RunActions:
             return
         self.post_message(ActionDone(f"{run.run_id}: {how}", title="launched"))
 
-    # -- k: kill ----------------------------------------------------------------------------
+    # -- x: kill ----------------------------------------------------------------------------
     def action_kill(self) -> None:
         targets = self.runs_table.targets()
         if not targets:

@@ -6,7 +6,7 @@ import socket
 
 import psutil
 import pytest
-from textual.widgets import DataTable, Select
+from textual.widgets import DataTable, OptionList, Select
 
 from console.tui.app import LowrankConsole
 from console.tui.compare_screen import CompareScreen
@@ -17,6 +17,7 @@ from console.tui.help_screen import HelpScreen
 from console.tui.log_screen import LogScreen
 from console.tui.relaunch_screen import RelaunchScreen
 from console.tui.runs_table import MARK, RunsTable
+from console.tui.sort_screen import SortScreen
 from lowrank.rundir import RunDir
 from tui_helpers import NOW, fake_snapshot, make_run, no_gpu_snapshot, settle
 
@@ -67,7 +68,8 @@ async def test_table_rows_and_in_place_updates(family_home):
     app = console(family_home)
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot, app, 6)
-        assert column(app, "id")[0] == "20240301-120500-wrn-live-a006"  # newest first
+        assert column(app, "id")[0] == "a006"  # newest first, shown by its short id
+        assert table(app).highlighted == "20240301-120500-wrn-live-a006"
         assert column(app, "state")[:2] == ["running", "failed"]
         assert column(app, "epoch")[0] == "4/10"
         assert column(app, "elapsed")[0] == "1h00m"  # NOW - started, by the injected clock
@@ -104,8 +106,12 @@ async def test_sort_by_keys_and_header(family_home):
         assert errs == sorted(errs)
         await pilot.press("S")
         assert [float(v.rstrip("%")) for v in column(app, "err")] == sorted(errs, reverse=True)
-        await pilot.press("s")  # next column after err: elapsed
-        assert t.sort_column == "elapsed"
+        await pilot.press("s")  # the sort picker
+        await settle(pilot, lambda: isinstance(app.screen, SortScreen), what="sort picker")
+        menu = app.screen.query_one(OptionList)
+        menu.highlighted = menu.get_option_index("elapsed")
+        await pilot.press("enter")
+        await settle(pilot, lambda: t.sort_column == "elapsed", what="sorted by elapsed")
         t.post_message(DataTable.HeaderSelected(t, t.ordered_columns[3].key, 3, t.ordered_columns[3].label))
         await pilot.pause()
         assert t.sort_column == "model" and column(app, "model")[-1] == "wrn"
@@ -163,17 +169,17 @@ async def test_kill_confirms_and_stops_the_worker(home, sleeper):
     app = console(home)
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot, app, 2)
-        await pilot.press("k")
+        await pilot.press("x")
         await settle(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirmation")
         await pilot.press("n")  # cancel: nothing happens
         await settle(pilot, lambda: not isinstance(app.screen, ConfirmScreen), what="cancel")
         assert proc.is_running()
-        await pilot.press("k")
+        await pilot.press("x")
         await settle(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirmation")
         await pilot.press("y")
         await settle(pilot, lambda: column(app, "state")[0] == "killed", timeout=20, what="killed")
         assert not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
-        await pilot.press("k")  # now there is nothing to kill
+        await pilot.press("x")  # now there is nothing to kill
         await settle(pilot, lambda: any("nothing to kill" in text for text, _ in app.notes), what="notification")
         assert not isinstance(app.screen, ConfirmScreen)
 
@@ -182,7 +188,7 @@ async def test_kill_with_empty_table_notifies(home):
     app = console(home)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause(0.3)
-        await pilot.press("k", "r", "l", "c")
+        await pilot.press("x", "r", "l", "c")
         assert len(app.screen_stack) == 1
         assert sum("nothing selected" in text or "no run selected" in text for text, _ in app.notes) == 4
 
@@ -231,12 +237,13 @@ async def test_compare_screen_shows_the_family(family_home):
     app = console(family_home)
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot, app, 6)
-        await pilot.press("c")  # highlighted: the running WRN run; its family has 4 finished runs
+        await pilot.press("c")  # highlighted: the running WRN run; its family: 4 finished runs and itself
         assert isinstance(app.screen, CompareScreen)
         compare = app.screen.query_one(DataTable)
-        assert compare.row_count == 4
-        methods = [str(compare.get_cell_at((row, 1))) for row in range(4)]
-        assert methods == ["separable", "separable", "tt", "tt"]
+        assert compare.row_count == 5
+        methods = [str(compare.get_cell_at((row, 2))) for row in range(5)]
+        assert methods == ["cp", "separable", "separable", "tt", "tt"]
+        assert str(compare.get_cell_at((0, 1))) == "running"
         assert "wrn on cifar10" in app.screen.label
         await pilot.press("escape", "down", "c")  # the resnet9 run: no finished sibling
         assert not isinstance(app.screen, CompareScreen)
@@ -270,7 +277,7 @@ async def test_command_palette_runs_actions(family_home):
     app = console(family_home)
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot, app, 6)
-        await pilot.press("ctrl+p", *"compare finished")
+        await pilot.press("ctrl+p", *"compare the selected")
         await settle(pilot, lambda: hits(app) == 1, what="one palette hit")
         await pilot.press("enter")
         await settle(pilot, lambda: isinstance(app.screen, CompareScreen), what="compare via palette")

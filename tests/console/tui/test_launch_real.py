@@ -89,7 +89,7 @@ async def test_launch_and_kill_a_real_run(home, presets):
         assert "lowrank.train" in " ".join(worker.cmdline())
         await settle(pilot, lambda: app.runs_table.highlighted == run.run_id and str(
             app.runs_table.get_cell_at((0, 6))) == "running", what="running row")
-        await pilot.press("k")
+        await pilot.press("x")
         await settle(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirmation")
         await pilot.press("y")
         # the kill worker reports when every process of the run is gone

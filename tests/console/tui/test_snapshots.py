@@ -90,3 +90,22 @@ def test_help_screen(app, snap_compare):
         await pilot.pause(0.3)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=before)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40), (200, 60)], ids=["80x24", "120x40", "200x60"])
+def test_main_screen_at_terminal_sizes(app, snap_compare, size):
+    """Columns collapse by priority, ids are short, the panels reflow (header and frames go at 24 rows)."""
+    async def before(pilot):
+        await loaded(pilot)
+        await pilot.pause(0.3)
+
+    assert snap_compare(app, terminal_size=size, run_before=before)
+
+
+def test_compare_screen_narrow(app, snap_compare):
+    async def before(pilot):
+        await loaded(pilot)
+        await pilot.press("down", "down", "c")
+        await pilot.pause(0.3)
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=before)
