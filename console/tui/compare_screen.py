@@ -12,12 +12,15 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label
 from textual_plotext import PlotextPlot
+
+from console.safe_text import clean
 
 from .format import count, number, pct
 from .scatter import headroom, linear_ticks, log_ticks, marker, pareto_front, tick_label
@@ -111,13 +114,13 @@ class CompareScreen(Screen[None]):
         finished = sum(r.info.state == "finished" for r in self.runs)
         running = len(self.runs) - finished
         self.query_one("#compare-title", Label).update(
-            f"compare: {self.label} · {finished} finished" + (f", {running} running" if running else ""))
+            f"compare: {clean(self.label)} · {finished} finished" + (f", {running} running" if running else ""))
         table = self.query_one(DataTable)
         current = table.cursor_row
         table.clear()
         for record in self.runs:
             status, info = record.status, record.info
-            table.add_row(info.name, info.state, info.method or "-", number(status.get("hp")),
+            table.add_row(Text(clean(info.name)), info.state, Text(clean(info.method or "-")), number(status.get("hp")),
                           "-" if info.budget is None else number(info.budget), count(status.get("params")),
                           count(status.get("macs")), pct(status.get("best_val_err1")), pct(status.get("test_err1")),
                           key=record.run_id)
@@ -137,8 +140,8 @@ class CompareScreen(Screen[None]):
         for record in self.runs:
             x, err = record.status.get(self.x_key), error_of(record)
             if x and err is not None and math.isfinite(err) and x > 0:
-                self.points.setdefault(record.info.method or "?", []).append(
-                    (float(x), float(err), record.info.state != "finished"))
+                self.points.setdefault(clean(record.info.method or "?"), []).append(
+                    (float(x), float(err), record.info.state != "finished"))  # plotext prints labels raw
         if not self.points:
             plt.text("no errors measured yet", 0.5, 0.5, alignment="center")
             plt.xlim(0, 1)

@@ -11,6 +11,8 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Static, TabbedContent, TabPane
 
+from console.safe_text import clean
+
 from .curves import CurvesView
 from .format import STATE_STYLES, count, duration, number, pct
 from .messages import Detail
@@ -25,7 +27,7 @@ def status_text(record: Any) -> Text:
     """State, error, progress and the numbers a researcher checks first."""
     info, status = record.info, record.status
     out = Text()
-    out.append(f"{info.name or info.run_id}\n", style="bold")
+    out.append(f"{clean(info.name or info.run_id)}\n", style="bold")
     out.append(info.state, style=STATE_STYLES.get(info.state, ""))
     out.append(f"  epoch {info.epoch if info.epoch is not None else '-'}/{info.epochs or '-'}"
                f"  elapsed {duration(info.elapsed_s)}  eta {duration(info.eta_s)}\n")

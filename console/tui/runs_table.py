@@ -16,6 +16,8 @@ from textual.events import Resize
 from textual.message import Message
 from textual.widgets import DataTable
 
+from console.safe_text import clean
+
 from .format import COLUMNS, DATA_COLUMNS, SORT_KEYS, STATE_STYLES, clip, fit_columns, matches, short_ids
 from .watch import RunRecord
 
@@ -113,8 +115,8 @@ class RunsTable(DataTable):
         if column == "id":
             return Text(self.short.get(rid, rid), style="bold magenta" if marked else "")
         if column == "name":
-            return Text(clip(value, dict(self.column_layout).get("name", len(value))))
-        return Text(value)
+            return Text(clip(clean(value), dict(self.column_layout).get("name", len(value))))
+        return Text(clean(value))
 
     # -- data ------------------------------------------------------------------------
     def set_records(self, records: dict[str, RunRecord]) -> None:
