@@ -22,11 +22,19 @@ from .errors import ConfigError
 
 OVERRIDE_SOURCE = "--set"
 
+# Upper bounds that keep a typo from starting a run that can never finish or overflows:
+# the loader seeds epoch e with seed * 1_000_003 + e, which must fit in 64 bits, and numpy
+# takes 32-bit seeds (an audit found a seed >= 2e13 overflowing the loader seeding).
+MAX_EPOCHS = 100_000
+MAX_BATCH_SIZE = 1 << 20
+MAX_SEED = 2**32 - 1
+
 
 class Section(BaseModel):
     """Base of every config section: unknown keys are errors, assignments are validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `lr: .inf` or `1e400` (YAML reads both as infinity) is refused
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelConfig(Section):
@@ -51,8 +59,8 @@ class DataConfig(Section):
     name: str = "digits"
     root: str = "~/.lowrank/data"
     download: bool = False  # torchvision datasets only download when this is true
-    batch_size: int = Field(64, ge=1)
-    eval_batch_size: int | None = Field(None, ge=1)
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH_SIZE)
+    eval_batch_size: int | None = Field(None, ge=1, le=MAX_BATCH_SIZE)
     workers: int = Field(0, ge=0)
     pin_memory: bool = True  # only takes effect on CUDA
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
@@ -113,7 +121,7 @@ class ScheduleConfig(Section):
 class TrainConfig(Section):
     """Optimisation: optimizer, schedule, regularisation, seed and device."""
 
-    epochs: int = Field(10, ge=1)
+    epochs: int = Field(10, ge=1, le=MAX_EPOCHS)
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: float = Field(0.1, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
@@ -123,7 +131,7 @@ class TrainConfig(Section):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     grad_clip: float | None = Field(None, gt=0)  # max global gradient norm
     label_smoothing: float = Field(0.0, ge=0, lt=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     deterministic: bool = True  # deterministic algorithms (exact resume on CPU)
     drop_path_max: float = Field(0.0, ge=0, lt=1)  # drop-path prob. max * (epoch - 1) / epochs in epoch 1.. (DARTS)
@@ -170,7 +178,7 @@ class StageConfig(Section):
     """One stage of layer-wise imitation; unset optimiser fields fall back to `train`."""
 
     name: Literal["block", "output", "finetune"]  # block: MSE per block; output: KL to the teacher; finetune: CE
-    epochs: int = Field(ge=1)  # epochs of this stage (the stages' sum is the run's train.epochs)
+    epochs: int = Field(ge=1, le=MAX_EPOCHS)  # epochs of this stage (the stages' sum is the run's train.epochs)
     optimizer: Literal["sgd", "adam", "adamw"] | None = None  # default train.optimizer
     lr: float | None = Field(None, gt=0)  # default train.lr
     weight_decay: float | None = Field(None, ge=0)  # default train.weight_decay (Go Wide stage 1: 0)
@@ -245,20 +253,46 @@ class ExperimentConfig(Section):
 # ---------------------------------------------------------------- loading
 
 
-def _read_yaml(path: Path, referenced_from: tuple[str, str] | None) -> dict[str, Any]:
-    where = f" (named by `base:` in {referenced_from[0]})" if referenced_from else ""
+def _read_text(path: Path, where: str) -> str:
+    """The preset's text, or a ConfigError saying why it cannot be a preset (unreadable, binary, not UTF-8)."""
     if not path.is_file():
-        raise ConfigError(f"file not found{where}", file=str(path),
+        what = "a directory, not a preset file" if path.is_dir() else "file not found"
+        raise ConfigError(f"{what}{where}", file=str(path),
                           hint="check the path; `base:` is resolved relative to the preset that names it")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"cannot read the preset{where}: {error.strerror or error}", file=str(path),
+                          hint="check the file's permissions") from None
+    if b"\x00" in raw:
+        raise ConfigError(f"a binary file, not a YAML preset{where}", file=str(path),
+                          hint="give a .yaml experiment file, e.g. presets/quickstart.yaml")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[:error.start].count(b"\n") + 1
+        raise ConfigError(f"not UTF-8 text: byte 0x{raw[error.start]:02x} at line {line}{where}", file=str(path),
+                          hint="save the preset as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+
+
+def _read_yaml(path: Path, referenced_from: tuple[str, str] | None) -> dict[str, Any]:
+    where = f" (named by `base:` in {referenced_from[0]})" if referenced_from else ""
+    text = _read_text(path, where)
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or str(error)
-        raise ConfigError(f"not valid YAML{line}: {problem}", file=str(path)) from None
+        problem = getattr(error, "problem", None) or getattr(error, "reason", None) or str(error)
+        problem = " ".join(str(problem).split())
+        raise ConfigError(f"not valid YAML{line}: {problem}", file=str(path),
+                          hint="check the indentation and quoting near that line") from None
+    except RecursionError:
+        raise ConfigError("not valid YAML: nested too deeply", file=str(path)) from None
     if data is None:
-        return {}
+        raise ConfigError(f"the preset is empty{where}", file=str(path),
+                          hint="an experiment needs at least the keys it sets, e.g. `base: quickstart.yaml` "
+                               "and `name: ...`; an empty file would train an all-defaults run")
     if not isinstance(data, dict):
         raise ConfigError(f"expected a mapping of keys at the top level, got {type(data).__name__}",
                           file=str(path))

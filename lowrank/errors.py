@@ -19,11 +19,11 @@ class UserError(Exception):
         super().__init__(self.render())
 
     def render(self) -> str:
-        """The one-block message the CLI prints."""
+        """The one-line message the CLI prints: ``file: key: what was expected; hint: ...``."""
         where = ": ".join(part for part in (self.file, self.key) if part)
         text = f"{where}: {self.detail}" if where else self.detail
         if self.hint:
-            text += f"\n  hint: {self.hint}"
+            text += f"; hint: {self.hint}"
         return text
 
 

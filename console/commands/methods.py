@@ -19,7 +19,7 @@ def method_rows() -> list[dict]:
             "name": method.name,
             "hp": None if hp is None else {
                 "name": hp.name, "kind": hp.kind.__name__, "low": hp.low, "high": hp.high,
-                "default": hp.default, "direction": hp.direction, "description": hp.description,
+                "example": hp.default, "direction": hp.direction, "description": hp.description,
             },
             "options": dict(method.options),
             "description": method.description,
@@ -32,7 +32,10 @@ def _hp_text(hp: dict | None) -> str:
     if hp is None:
         return "-"
     arrow = "more params" if hp["direction"] > 0 else "fewer params"
-    return f"{hp['name']}:{hp['kind']} [{hp['low']:g}, {hp['high']:g}] default {hp['default']:g} (up = {arrow})"
+    # not "default": a run never falls back to it (it must set substitute.hp or a budget);
+    # it is the typical value `lowrank bench layers` measures at
+    return (f"{hp['name']}:{hp['kind']} [{hp['low']:g}, {hp['high']:g}] e.g. {hp['example']:g} (up = {arrow}); "
+            f"set substitute.hp or substitute.budget")
 
 
 def register(app: typer.Typer) -> None:
