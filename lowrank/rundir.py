@@ -33,6 +33,8 @@ from typing import Any, Iterator
 
 import yaml
 
+from .run_files import MAX_LINE_BYTES, UNREADABLE, load_status, parse_lines
+
 STATES = ("queued", "running", "finished", "failed", "killed")
 FINAL_STATES = ("finished", "failed", "killed")
 
@@ -158,8 +160,18 @@ class RunDir:
 
     # -- status -----------------------------------------------------------------------
     def read_status(self) -> dict[str, Any]:
-        """The current status (an empty dict if the file is missing)."""
-        return read_json(self.file(STATUS_FILE))
+        """The current status (an empty dict if the file is missing), checked for readers.
+
+        A status.json that cannot be read or has fields of the wrong type reads as state
+        ``unreadable`` with the reason in ``unreadable`` and ``error`` (the recorded state,
+        if any, in ``recorded_state``), so every reader shows the run instead of crashing.
+        """
+        status, problem = load_status(self.file(STATUS_FILE), STATES)
+        if problem is None or problem == "status.json is missing":
+            return status
+        recorded = status.get("state")
+        return {**status, "state": UNREADABLE, "recorded_state": recorded if isinstance(recorded, str) else None,
+                "unreadable": problem, "error": f"{UNREADABLE}: {problem}"}
 
     def update_status(self, **fields: Any) -> dict[str, Any]:
         """Merge ``fields`` into status.json atomically, under the run's lock.
@@ -169,7 +181,7 @@ class RunDir:
         (finished/failed/killed) is never overwritten by ``running``.
         """
         with file_lock(self.file(".status.lock")):
-            status = self.read_status()
+            status = read_json(self.file(STATUS_FILE))  # raw: a corrupt file is replaced, not merged
             if status.get("state") in FINAL_STATES and fields.get("state") == "running":
                 fields = {k: v for k, v in fields.items() if k != "state"}
             status.update(fields)
@@ -194,11 +206,12 @@ class RunDir:
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from ``path``; empty dict when missing or unreadable mid-replace."""
+    """A JSON object from ``path``; empty dict when missing, unreadable, or not an object."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
+        data = json.loads(Path(path).read_bytes())
+    except (OSError, ValueError, RecursionError):  # ValueError: bad JSON or not UTF-8
         return {}
+    return data if isinstance(data, dict) else {}
 
 
 def read_jsonl_from(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
@@ -216,14 +229,9 @@ def read_jsonl_from(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], 
     except FileNotFoundError:
         return [], offset
     end = data.rfind(b"\n") + 1
-    records = []
-    for raw in data[:end].split(b"\n"):
-        if raw.strip():
-            try:
-                records.append(json.loads(raw))
-            except json.JSONDecodeError:
-                continue
-    return records, offset + end
+    if end == 0 and len(data) > MAX_LINE_BYTES:  # an unterminated giant line: skip it, never re-read it
+        return [], offset + len(data)
+    return parse_lines(data[:end]), offset + end
 
 
 def read_jsonl(path: Path, offset: int = 0) -> list[dict[str, Any]]:

@@ -35,9 +35,9 @@ def register(app: typer.Typer) -> None:
         """Run an experiment from a preset (or --resume an earlier run)."""
         from lowrank.errors import UserError
 
-        run_dir = _prepare(preset, set_, resume)
-        if cpu and (gpus or gpu):
-            raise UserError("--cpu cannot be combined with --gpus/--gpu", key="--cpu")
+        if cpu and (gpus or gpu):  # before anything exists: a refused run leaves no queued orphan
+            raise UserError("--cpu cannot be combined with --gpus/--gpu", key="--cpu", hint="give one of them")
+        run_dir = _prepare(preset, set_, resume, placement={"gpus": gpus, "gpu": gpu, "cpu": cpu})
         if detach:
             from console.scheduler import requirement_from_cli, submit
 
@@ -49,11 +49,14 @@ def register(app: typer.Typer) -> None:
         raise typer.Exit(code)
 
 
-def _prepare(preset: Optional[Path], overrides: list[str], resume: Optional[str]):
-    """Validate the preset and create its run directory (or find the run to resume)."""
-    from lowrank.config import load
+def _prepare(preset: Optional[Path], overrides: list[str], resume: Optional[str], placement: dict):
+    """Validate the preset, run the up-front checks, and only then create its run directory
+    (or find the run to resume)."""
+    from lowrank.config import from_dict, load
     from lowrank.errors import UserError
-    from lowrank.rundir import RunDir
+    from lowrank.rundir import CONFIG_FILE, RunDir
+
+    from console.precheck import precheck
 
     if resume:
         if preset is not None or overrides:
@@ -61,11 +64,15 @@ def _prepare(preset: Optional[Path], overrides: list[str], resume: Optional[str]
         from console.launch import relaunch
         from console.runs import RunStore
 
+        target = RunStore().resolve(resume)
+        source = str(target.file(CONFIG_FILE))
+        precheck(from_dict(target.read_config(), source=source), source=source, **placement)
         # refuses a running or finished run, or one without a checkpoint; keeps the attempt history
-        return relaunch(RunStore().resolve(resume), resume=True)
+        return relaunch(target, resume=True)
     if preset is None:
         raise UserError("missing PRESET", hint="lowrank run presets/quickstart.yaml")
     config = load(preset, overrides)  # raises ConfigError before anything is created
+    precheck(config, source=preset, overrides=overrides, **placement)  # budget, device, GPUs, data files, teacher: the worker's checks, up front
     return RunDir.create(config.to_dict(), extra_status={"preset": str(preset)})
 
 
