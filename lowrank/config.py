@@ -288,14 +288,15 @@ def _read_yaml(path: Path, referenced_from: tuple[str, str] | None) -> dict[str,
         raise ConfigError(f"not valid YAML{line}: {problem}", file=str(path),
                           hint="check the indentation and quoting near that line") from None
     except RecursionError:
-        raise ConfigError("not valid YAML: nested too deeply", file=str(path)) from None
+        raise ConfigError("not valid YAML: nested too deeply", file=str(path),
+                          hint="a preset is a few levels of sections and keys") from None
     if data is None:
         raise ConfigError(f"the preset is empty{where}", file=str(path),
                           hint="an experiment needs at least the keys it sets, e.g. `base: quickstart.yaml` "
                                "and `name: ...`; an empty file would train an all-defaults run")
     if not isinstance(data, dict):
         raise ConfigError(f"expected a mapping of keys at the top level, got {type(data).__name__}",
-                          file=str(path))
+                          file=str(path), hint="a preset is `key: value` lines, e.g. `name: my-run`")
     return data
 
 
@@ -335,7 +336,8 @@ def _resolve(path: Path, origin: dict[str, str], chain: tuple[Path, ...],
     merged: dict[str, Any] = {}
     if base_name is not None:
         if not isinstance(base_name, str) or not base_name:
-            raise ConfigError(f"expected a file name, got {base_name!r}", file=str(path), key="base")
+            raise ConfigError(f"expected a file name, got {base_name!r}", file=str(path), key="base",
+                              hint="base: names another preset, e.g. base: quickstart.yaml")
         merged = _resolve(path.parent / base_name, origin, (*chain, path), (str(path), "base"))
     return _merge(merged, data, origin, str(path))
 
@@ -367,7 +369,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], origin: dict[str
             elif not isinstance(child, dict):
                 raise ConfigError(f"cannot set {'.'.join(keys)}: {'.'.join(keys[:depth + 1])} is a "
                                   f"{type(child).__name__}, not a section", file=OVERRIDE_SOURCE,
-                                  key=".".join(keys))
+                                  key=".".join(keys), hint=f"set {'.'.join(keys[:depth + 1])} itself, "
+                                                           f"or fix the key path")
             node = child
         node[keys[-1]] = value
         _mark(origin, ".".join(keys), value, OVERRIDE_SOURCE)
@@ -375,7 +378,16 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], origin: dict[str
 
 
 def _source_of(origin: dict[str, str], key_path: str, default: str) -> str:
-    """The file that set ``key_path`` or its nearest ancestor."""
+    """The file that set ``key_path`` or its nearest ancestor.
+
+    For a section (a rule across its keys failed), a ``--set`` of any key inside it wins:
+    the user's latest change is the one to look at; else the one file that set its keys.
+    """
+    under = {source for key, source in origin.items() if key.startswith(f"{key_path}.")}
+    if OVERRIDE_SOURCE in under:
+        return OVERRIDE_SOURCE
+    if key_path not in origin and len(under) == 1:
+        return under.pop()
     parts = key_path.split(".")
     while parts:
         found = origin.get(".".join(parts))
@@ -408,9 +420,12 @@ def validate(data: dict[str, Any], origin: dict[str, str] | None = None,
             section = _section_for(first["loc"][:-1])
             allowed = ", ".join(section.model_fields) if section else ""
             hint = f"known keys here: {allowed}" if allowed else None
+        elif first.get("type") == "missing":
+            hint = f"add {key_path}"
         else:
             got = first.get("input")
-            hint = f"got {got!r}" if got is not None and not isinstance(got, dict) else None
+            hint = (f"got {got!r}" if got is not None and not isinstance(got, dict)
+                    else f"fix the values under {key_path}")
         if rest:
             more = "; ".join(f"{'.'.join(map(str, e['loc']))}: {_expected(e)}" for e in rest[:4])
             hint = f"{hint + '; ' if hint else ''}also: {more}"
@@ -493,7 +508,7 @@ def check_registered(config: ExperimentConfig, origin: dict[str, str], default_s
     try:
         method = get_method(config.substitute.method)
     except KeyError as error:
-        fail("substitute.method", str(error.args[0]))
+        fail("substitute.method", str(error.args[0]), "lowrank methods lists them")
         return
     unknown = sorted(set(config.substitute.options) - set(method.options))
     if unknown:
@@ -506,7 +521,9 @@ def check_registered(config: ExperimentConfig, origin: dict[str, str], default_s
         fail("substitute.hp", f"method {method.name!r} has no hyperparameter", "remove substitute.hp")
     if method.hp is not None and not wants_target:
         fail("substitute", f"method {method.name!r} needs substitute.hp ({method.hp.name}, "
-                           f"{method.hp.low}..{method.hp.high}) or substitute.budget (fraction of dense params)")
+                           f"{method.hp.low}..{method.hp.high}) or substitute.budget (fraction of dense params)",
+             "e.g. --set substitute.budget=0.1 (the solver picks the hp), or set substitute.hp; there is no "
+             "default hp")
     if method.hp is not None and config.substitute.hp is not None:
         try:
             method.hp.validate(config.substitute.hp)

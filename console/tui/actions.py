@@ -78,11 +78,27 @@ def parse_overrides(text: str) -> list[str]:
     return words
 
 
+def placement_flags(placement: str) -> dict[str, Any]:
+    """The ``lowrank run`` flags a placement stands for (``gpu:N`` -> ``--gpu N``, ``cpu`` -> ``--cpu``)."""
+    if placement in ("cpu", "queue-cpu"):
+        return {"cpu": True}
+    if placement.startswith("gpu:"):
+        return {"gpu": [int(placement.removeprefix("gpu:"))]}
+    return {}
+
+
 def launch_preset(home: Path, preset: Path, overrides: str, placement: str) -> tuple[RunDir, str]:
-    """Validate ``preset`` with ``overrides`` (ConfigError before anything exists), create its run, place it."""
+    """Validate ``preset`` with ``overrides``, run the up-front checks ``lowrank run`` runs
+    (budget, device, GPUs, data files, teacher) in a subprocess -- the console imports no
+    torch --, and only then create its run and place it. A refusal is a UserError and
+    nothing exists."""
     from lowrank.config import load
 
-    config = load(preset, parse_overrides(overrides))
+    from console.precheck import check_in_subprocess
+
+    words = parse_overrides(overrides)
+    check_in_subprocess(preset, words, home=home, **placement_flags(placement))
+    config = load(preset, words)
     run = RunDir.create(config.to_dict(), home=home, extra_status={"preset": str(preset)})
     return run, place(run, placement)
 

@@ -20,6 +20,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header
 from textual.worker import get_current_worker
 
+from console.safe_text import clean, clean_block
 from lowrank.rundir import STATES, lowrank_home
 
 from .detail import RunDetail
@@ -167,7 +168,9 @@ class LowrankConsole(RunActions, App[None]):
         self.run_detail.show(message.detail)
 
     def on_action_done(self, message: ActionDone) -> None:
-        self.notify(message.text, severity=message.severity, title=message.title, timeout=8)  # type: ignore[arg-type]
+        # error texts come from files and users: no escapes, and never parsed as markup ([/bold] would raise)
+        self.notify(clean_block(message.text), severity=message.severity, title=clean(message.title),  # type: ignore[arg-type]
+                    timeout=8, markup=False)
         self.refresh_now()
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:

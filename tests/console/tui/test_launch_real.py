@@ -98,3 +98,21 @@ async def test_launch_and_kill_a_real_run(home, presets):
         assert run.read_status()["state"] == "killed"
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
         await settle(pilot, lambda: str(app.runs_table.get_cell_at((0, 6))) == "killed", what="killed row")
+
+
+async def test_launch_dialog_runs_the_up_front_checks(home, presets):
+    """A check the worker used to make only after its run existed (CUDA here) refuses the launch
+    in the dialog, through the precheck subprocess: an error note and no run directory."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this host has CUDA")
+    app = console(home)
+    async with app.run_test(size=(160, 45)) as pilot:
+        await open_launch(pilot, app, 1)
+        await pilot.press(*"train.device=cuda", "enter")
+        await settle(pilot, lambda: any(sev == "error" for _, sev in app.notes), timeout=120, what="error note")
+        text = next(text for text, sev in app.notes if sev == "error")
+        assert "train.device" in text and "CUDA" in text
+        assert not (home / "runs").exists() or not list((home / "runs").iterdir())
+        assert len(app.screen_stack) == 1
