@@ -14,7 +14,6 @@ research notes found a teacher 0.25% worse than claimed once loaded.
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -288,17 +287,11 @@ def evaluate_teacher(teacher: nn.Module, loader: Iterable, device: torch.device 
 # ---------------------------------------------------------------------------------------
 
 
-def _read_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
-    try:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            # Our own checkpoints may carry numpy RNG state, which the safe unpickler
-            # refuses; these are the user's own local files, so read them in full.
-            obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # a truncated or foreign file
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot read {what}: {first_line}", file=str(path)) from None
+def _read_state_dict(path: Path, what: str, contents: Any = None) -> dict[str, torch.Tensor]:
+    """The state dict in ``path`` (or in its already loaded ``contents``), prefixes removed."""
+    from .safeload import load_file
+
+    obj = load_file(path, what=what) if contents is None else contents  # weights only: never runs code
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]
     elif isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
@@ -313,16 +306,18 @@ def _read_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
     return obj
 
 
-def load_weights(model: nn.Module, path: str | Path, *, what: str = "checkpoint", check_only: bool = False) -> None:
+def load_weights(model: nn.Module, path: str | Path, *, what: str = "checkpoint", check_only: bool = False,
+                 contents: Any = None) -> None:
     """Load a local state dict file (raw, or a checkpoint dict with key ``"model"``) into
-    ``model``, strictly; a missing file or mismatched keys/shapes is a :class:`UserError`."""
+    ``model``, strictly; a missing file or mismatched keys/shapes is a :class:`UserError`.
+    ``contents``: the file as :func:`lowrank.safeload.load_file` already returned it."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"{what} file not found", file=str(path),
                         hint="give the path of a local state-dict file; nothing is downloaded")
     if check_only:
         return
-    state = _read_state_dict(path, what)
+    state = _read_state_dict(path, what, contents)
     expected = model.state_dict()
     missing = [key for key in expected if key not in state]
     unexpected = [key for key in state if key not in expected]

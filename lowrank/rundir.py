@@ -29,7 +29,7 @@ import socket
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Iterator
 
 import yaml
 
@@ -83,14 +83,22 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old or the new file, never half."""
+@contextlib.contextmanager
+def atomic_replace(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
+    """A file to write whose contents replace ``path`` in one step when the block ends.
+
+    The temporary file is made by ``mkstemp`` in the same directory (an unpredictable
+    name, created with O_EXCL, so a planted symlink is never followed), flushed and
+    fsynced, then renamed over ``path``; the directory is fsynced so the rename survives
+    a power cut. Readers see the old or the new file, never half; an error leaves ``path``
+    untouched and removes the temporary file.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; other users may read runs
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -98,6 +106,31 @@ def atomic_write_text(path: Path, text: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old or the new file, never half."""
+    with atomic_replace(path, "w") as handle:
+        handle.write(text)
+
+
+def open_append(path: Path) -> int:
+    """An O_APPEND descriptor on ``path`` (created if missing) that refuses a symlink.
+
+    ``O_NOFOLLOW``: a symlink planted where a log or metrics file should be cannot make
+    us append to its target (the open fails with ELOOP instead).
+    """
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
 
 
 @contextlib.contextmanager
@@ -105,7 +138,7 @@ def file_lock(path: Path) -> Iterator[None]:
     """An exclusive advisory lock (fcntl) on ``path``, created if missing."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -193,7 +226,7 @@ class RunDir:
         """Append one event to metrics.jsonl with a single write, flushed to disk."""
         record = {"time": time.time(), **record}
         line = (json.dumps(record, default=float) + "\n").encode("utf-8")
-        fd = os.open(self.file(METRICS_FILE), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = open_append(self.file(METRICS_FILE))
         try:
             os.write(fd, line)
             os.fsync(fd)
@@ -266,8 +299,10 @@ def append_result(row: dict[str, Any], home: Path | None = None) -> Path:
         if not path.exists() or path.stat().st_size == 0:
             writer.writeheader()
         writer.writerow({key: ("" if row.get(key) is None else row.get(key)) for key in RESULT_COLUMNS})
-        with open(path, "a", encoding="utf-8", newline="") as handle:
-            handle.write(buffer.getvalue())
-            handle.flush()
-            os.fsync(handle.fileno())
+        fd = open_append(path)
+        try:
+            os.write(fd, buffer.getvalue().encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     return path

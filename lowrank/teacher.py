@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 
 from .config import ExperimentConfig, from_dict
-from .distill import freeze, load_teacher, load_weights
+from .distill import freeze, load_weights
 from .errors import UserError
 from .rundir import BEST_FILE, CHECKPOINT_FILE, runs_root
 
@@ -47,12 +47,17 @@ def resolve_checkpoint(spec: str, home: Path | None = None) -> Path:
                          f"{runs_root(home)}, e.g. --set teacher.checkpoint=<run id of the teacher run>")
 
 
-def _saved_config(path: Path) -> dict[str, Any] | None:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:  # unreadable files are reported by load_weights with the details
-        return None
-    return state.get("config") if isinstance(state, dict) else None
+def _read(path: Path) -> Any:
+    """The teacher file's contents, loaded weights-only (a refused or unreadable file is a UserError)."""
+    from .safeload import load_file
+
+    return load_file(path, what="teacher checkpoint", key="teacher.checkpoint")
+
+
+def _saved_config(contents: Any) -> dict[str, Any] | None:
+    """The experiment config our checkpoints carry (None for a foreign state dict)."""
+    config = contents.get("config") if isinstance(contents, dict) else None
+    return config if isinstance(config, dict) else None
 
 
 def claimed_error(path: Path) -> float | None:
@@ -72,13 +77,17 @@ def build_teacher(config: ExperimentConfig, num_classes: int, input_shape: tuple
     from .build import build_network
 
     path = resolve_checkpoint(config.teacher.checkpoint, home)
-    spec, saved = config.teacher.model, _saved_config(path)
+    contents = _read(path)  # read once, weights only: a teacher from someone else never runs code
+    spec, saved = config.teacher.model, _saved_config(contents)
     if saved is None:
         if spec is None:
             raise UserError("the teacher checkpoint carries no config to rebuild the network from",
                             key="teacher.model", file=str(path), hint="give teacher.model: {name: ..., kwargs: ...}")
-        return load_teacher(path, spec.name, spec.kwargs, num_classes=num_classes, in_channels=input_shape[0],
-                            map_location=device), path
+        from .models import create_model
+
+        model = create_model(spec.name, num_classes=num_classes, in_channels=input_shape[0], **(spec.kwargs or {}))
+        load_weights(model, path, what="teacher weights", contents=contents)
+        return freeze(model.to(device)), path
     teacher_config = from_dict(saved, source=f"{path} (saved config)")
     trained = teacher_config.model
     if spec is not None and (spec.name, spec.kwargs) != (trained.name, trained.kwargs):
@@ -86,5 +95,5 @@ def build_teacher(config: ExperimentConfig, num_classes: int, input_shape: tuple
                         f"{trained.name} {trained.kwargs}", key="teacher.model", file=str(path),
                         hint="fix teacher.model or leave it out to use the checkpoint's own")
     model = build_network(teacher_config, num_classes, input_shape, device="cpu").model
-    load_weights(model, path, what="teacher weights")
+    load_weights(model, path, what="teacher weights", contents=contents)
     return freeze(model.to(device)), path

@@ -18,7 +18,7 @@ from ..amp import Precision
 from ..config import from_dict
 from ..errors import UserError
 from ..rundir import BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, RunDir, now_iso
-from .checkpoint import atomic_save, rng_state, seed_everything, set_rng_state
+from .checkpoint import atomic_save, load_checkpoint, rng_state, seed_everything, set_rng_state
 from .device import resolve_device, to_device
 from .evaluation import evaluate, topk_errors
 from .stop import StopFlag
@@ -86,7 +86,7 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
 
     start_epoch, best_err1, best_epoch, train_seconds, state = 0, math.inf, None, 0.0, None
     if resume and run.file(CHECKPOINT_FILE).exists():
-        state = torch.load(run.file(CHECKPOINT_FILE), map_location=device, weights_only=False)
+        state = load_checkpoint(run.file(CHECKPOINT_FILE), map_location=device)  # weights only, never code
         model.load_state_dict(state["model"])
         objective.load_state_dict(state.get("objective", {}))
         precision.load_state_dict(state.get("scaler", {}))

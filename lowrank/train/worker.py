@@ -10,6 +10,7 @@ stopped by SIGTERM/SIGINT (state ``killed``).
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import traceback
@@ -37,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path, help="the run directory holding config.yaml")
     parser.add_argument("--resume", action="store_true", help="continue from checkpoint.pt")
     args = parser.parse_args(argv)
-    run = RunDir(args.run_dir.resolve())
+    # absolute, not resolved: a run directory that is a symlink keeps its home (results.csv
+    # goes to $LOWRANK_HOME, never to the symlink target's grandparent)
+    run = RunDir(Path(os.path.abspath(args.run_dir)))
     if not run.file(CONFIG_FILE).exists():
         print(f"error: {run.file(CONFIG_FILE)} not found: not a run directory", file=sys.stderr)
         return 2

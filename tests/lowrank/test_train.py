@@ -123,7 +123,7 @@ def test_kill_9_at_random_moments_leaves_a_readable_directory(home):
         status = json.loads(run.file("status.json").read_text())
         assert status["state"] == "running"  # kill -9 cannot write a final state: the console reconciles it
         if run.file("checkpoint.pt").exists():  # renamed into place only when complete
-            state = torch.load(run.file("checkpoint.pt"), weights_only=False)
+            state = torch.load(run.file("checkpoint.pt"), weights_only=True)
             assert state["epoch"] >= 1 and "optimizer" in state and "rng" in state
 
 
