@@ -38,7 +38,9 @@ def register(app: typer.Typer) -> None:
         bad = sorted(set(state or ()) - set(STATES))
         if bad:
             raise UserError(f"unknown state {bad[0]!r}", key="--state", hint=f"states: {', '.join(STATES)}")
-        infos = RunStore().list(state or None)
+        store = RunStore()
+        _repair(store)
+        infos = store.list(state or None)
         if last:
             infos = infos[-last:]
         if as_json:
@@ -48,6 +50,15 @@ def register(app: typer.Typer) -> None:
             typer.echo("no runs yet" + (f" in state {', '.join(state)}" if state else "") + " (lowrank run PRESET)")
             return
         _table(infos)
+
+
+def _repair(store) -> None:
+    """Write the results.csv rows owed by finished runs whose worker died before appending them."""
+    from lowrank.results import owes_row, repair_results
+
+    owing = [(run, status) for run, status in store.statuses(check=False) if owes_row(status)]
+    if owing:
+        repair_results(owing, store.home)
 
 
 def _table(infos) -> None:

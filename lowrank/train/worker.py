@@ -15,21 +15,12 @@ import signal
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
 
 from ..errors import UserError
-from ..rundir import CONFIG_FILE, RunDir, append_result, budget_of, now_iso
+from ..faults import fault_point
+from ..results import write_result
+from ..rundir import CONFIG_FILE, RunDir, now_iso
 from .stop import StopFlag, StopRequested
-
-
-def _results_row(run: RunDir, status: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
-    config = run.read_config()
-    return {**summary, "run_id": run.run_id, "name": config.get("name"), "sweep": status.get("sweep"),
-            "state": "finished", "model": config.get("model", {}).get("name"),
-            "dataset": config.get("data", {}).get("name"),
-            "budget": budget_of(config, status),
-            "epochs": config.get("train", {}).get("epochs"), "seed": config.get("train", {}).get("seed"),
-            "ended": status.get("ended"), "run_dir": str(run.path)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,8 +61,13 @@ def main(argv: list[str] | None = None) -> int:
         run.update_status(state="failed", ended=now_iso(), exit_code=1, error=summary_line)
         return 1
     run.append_metric({"event": "end", "state": "finished", **summary})
-    status = run.update_status(state="finished", ended=now_iso(), exit_code=0, **summary)
-    append_result(_results_row(run, status, summary), home=run.home)
+    # durable record first: the status carries the summary and says a row is owed, so a kill
+    # before the append below is repaired by any reader (lowrank.results.repair_results)
+    status = run.update_status(state="finished", ended=now_iso(), exit_code=0, results_written=False, **summary)
+    fault_point("worker-finished")
+    write_result(run, status)
+    fault_point("worker-result-appended")
+    run.update_status(results_written=True)
     print(f"finished: test err {summary['test_err1']:.2f}% (best val {summary['best_val_err1']:.2f}%)", flush=True)
     return 0
 

@@ -1,0 +1,79 @@
+"""The results.csv row of a finished run, written exactly once even across a crash.
+
+Durable record first: the worker writes status ``finished`` with the whole summary and
+``results_written: false``, then appends the row, then sets ``results_written: true``.
+A worker killed between those steps leaves a status that says a row is owed; any reader
+(``lowrank ls``, the run store) calls :func:`repair_results`, which appends the missing
+row. :func:`write_result` checks under the results lock whether the run already has a row,
+so the worker and a repairing reader, or two readers, never write it twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+from .rundir import RESULT_COLUMNS, RESULTS_FILE, RunDir, budget_of, file_lock, open_append
+
+
+def results_row(run: RunDir, status: dict[str, Any]) -> dict[str, Any]:
+    """The row of a finished run, from its status (which holds the summary) and config."""
+    config = run.read_config() or {}
+    train = config.get("train") or {}
+    return {**{key: status.get(key) for key in RESULT_COLUMNS},
+            "run_id": run.run_id, "name": config.get("name"), "sweep": status.get("sweep"),
+            "state": "finished", "model": (config.get("model") or {}).get("name"),
+            "dataset": (config.get("data") or {}).get("name"), "budget": budget_of(config, status),
+            "epochs": train.get("epochs"), "seed": train.get("seed"),
+            "ended": status.get("ended"), "run_dir": str(run.path)}
+
+
+def _has_row(path: Path, run_id: str) -> bool:
+    try:
+        with open(path, encoding="utf-8", errors="replace", newline="") as handle:
+            return any(row and row[0] == run_id for row in csv.reader(handle))
+    except FileNotFoundError:
+        return False
+
+
+def write_result(run: RunDir, status: dict[str, Any], home: Path | None = None) -> bool:
+    """Append the run's row to ``home/results.csv`` unless it has one; True if written now."""
+    home = Path(home or run.home)
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / RESULTS_FILE
+    row = results_row(run, status)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=RESULT_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    with file_lock(home / ".results.lock"):
+        if _has_row(path, run.run_id):
+            return False
+        if not path.exists() or path.stat().st_size == 0:
+            writer.writeheader()
+        writer.writerow({key: ("" if row.get(key) is None else row.get(key)) for key in RESULT_COLUMNS})
+        fd = open_append(path)
+        try:
+            os.write(fd, buffer.getvalue().encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return True
+
+
+def owes_row(status: dict[str, Any]) -> bool:
+    """A finished run whose results row may be missing (its worker died before confirming it)."""
+    return status.get("state") == "finished" and status.get("results_written") is False
+
+
+def repair_results(runs: Iterable[tuple[RunDir, dict[str, Any]]], home: Path | None = None) -> list[str]:
+    """Write the owed row of every finished run that lacks one; returns their run ids."""
+    repaired = []
+    for run, status in runs:
+        if not owes_row(status):
+            continue
+        if write_result(run, status, home):
+            repaired.append(run.run_id)
+        run.update_status(results_written=True)
+    return repaired
