@@ -41,7 +41,9 @@ def main() -> None:
     try:
         app()  # standalone: click prints usage errors itself and exits
     except UserError as error:
-        typer.secho(f"error: {error}", fg="red", err=True)
+        from console.safe_text import clean_block
+
+        typer.secho(f"error: {clean_block(error)}", fg="red", err=True)  # values from files: no escapes
         sys.exit(2)
 
 

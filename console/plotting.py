@@ -17,21 +17,30 @@ Series = dict[str, tuple[list[float], list[float]]]
 
 
 def _x(record: dict[str, Any]) -> float | None:
-    epoch = record.get("epoch")
+    from lowrank.run_files import number
+
+    epoch = number(record.get("epoch"))
     if epoch is None:
         return None
-    if record.get("event") == "step" and record.get("batch") and record.get("batches"):
-        return float(epoch) - 1 + float(record["batch"]) / float(record["batches"])
-    return float(epoch)
+    batch, batches = number(record.get("batch")), number(record.get("batches"))
+    if record.get("event") == "step" and batch and batches:
+        return epoch - 1 + batch / batches
+    return epoch
 
 
 def curves(records: Iterable[dict[str, Any]], metric: str = "loss") -> Series:
-    """``{"train": (xs, ys), "val": (xs, ys)}`` for ``metric`` from metrics.jsonl events."""
+    """``{"train": (xs, ys), "val": (xs, ys)}`` for ``metric`` from metrics.jsonl events.
+
+    Points whose value or position is missing, not a number, NaN or infinite are skipped
+    (a diverged run's last NaN loss, or a hand-edited line), never plotted or raised on.
+    """
+    from lowrank.run_files import number
+
     steps: dict[float, float] = {}
     epochs: dict[float, float] = {}
     val: dict[float, float] = {}
     for record in records:
-        value, x = record.get(metric), _x(record)
+        value, x = number(record.get(metric)), _x(record)
         if value is None or x is None:
             continue
         event = record.get("event")
@@ -59,6 +68,8 @@ def render(runs: Sequence[tuple[str, list[dict[str, Any]]]], *, metrics: Sequenc
     """Charts (one per metric) with every run's train and val curves overlaid."""
     import plotext as plt
 
+    from console.safe_text import clean
+
     charts = []
     for metric in metrics:
         plt.clear_figure()
@@ -67,7 +78,7 @@ def render(runs: Sequence[tuple[str, list[dict[str, Any]]]], *, metrics: Sequenc
         plotted = 0
         for label, records in runs:
             for split, (xs, ys) in curves(records, metric).items():
-                plt.plot(xs, ys, label=f"{label} {split}", marker="braille" if split == "train" else "dot")
+                plt.plot(xs, ys, label=clean(f"{label} {split}"), marker="braille" if split == "train" else "dot")
                 plotted += 1
         if not plotted:
             continue

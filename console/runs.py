@@ -24,6 +24,8 @@ from lowrank.errors import UserError
 from lowrank.rundir import (budget_of, read_jsonl_from, CONFIG_FILE, FINAL_STATES, METRICS_FILE, STATUS_FILE, RunDir, lowrank_home,
                             now_iso, runs_root)
 
+from lowrank.run_files import UNREADABLE, UNREADABLE_KEY, config_for_display
+
 from console.launch import locked_status, marked_processes, worker_process
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader lists hundreds of runs quickly
@@ -74,24 +76,35 @@ def run_info(run: RunDir, status: dict[str, Any], config: dict[str, Any], now: f
     now = time.time() if now is None else now
     sub = config.get("substitute") or {}
     budget = budget_of(config, status)
+    budget = budget if isinstance(budget, (int, float)) and not isinstance(budget, bool) else None
     started = parse_time(status.get("started")) or parse_time(status.get("launched"))
     ended = parse_time(status.get("ended"))
     state = status.get("state", "unknown")
+    unreadable = status.get("unreadable") or config.get(UNREADABLE_KEY)  # shown, never hidden or raised on
+    if unreadable:
+        state = UNREADABLE
     elapsed = None
     if started is not None:
         elapsed = max(0.0, (ended if ended and state in FINAL_STATES else now) - started)
     epoch, epochs = status.get("epoch"), status.get("epochs") or (config.get("train") or {}).get("epochs")
+    epochs = epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else None
     eta = None
     first = status.get("launch_epoch") or 0
+    name, model = status.get("name") or config.get("name") or run.run_id, (config.get("model") or {}).get("name")
+    dataset, method = (config.get("data") or {}).get("name"), status.get("method") or sub.get("method")
     if state == "running" and elapsed and epoch and epochs and epoch > first:
         eta = elapsed / (epoch - first) * max(0, epochs - epoch)
-    return RunInfo(run_id=run.run_id, name=status.get("name") or config.get("name") or run.run_id, state=state,
-                   model=(config.get("model") or {}).get("name"), dataset=(config.get("data") or {}).get("name"),
-                   method=status.get("method") or sub.get("method"), budget=budget, params=status.get("params"),
+    return RunInfo(run_id=run.run_id, name=_text(name), state=state, model=_text(model), dataset=_text(dataset),
+                   method=_text(method), budget=budget, params=status.get("params"),
                    gpus=status.get("gpus"), epoch=epoch, epochs=epochs, last_loss=status.get("last_loss"),
                    best_err1=status.get("best_val_err1"), elapsed_s=elapsed, eta_s=eta,
                    created=status.get("created"), pid=status.get("pid"), host=status.get("host"),
-                   error=status.get("error"), path=str(run.path))
+                   error=f"{UNREADABLE}: {unreadable}" if unreadable else status.get("error"), path=str(run.path))
+
+
+def _text(value: Any) -> str | None:
+    """A config value shown as text (a hand-edited config may hold a list where a name belongs)."""
+    return None if value is None else value if isinstance(value, str) else str(value)
 
 
 def reconcile(run: RunDir, status: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -226,11 +239,10 @@ def _name_part(run_id: str) -> str:
 
 
 def read_config(run: RunDir) -> dict[str, Any]:
-    """The run's config.yaml as a dict (empty when unreadable)."""
-    try:
-        return yaml.load(run.file(CONFIG_FILE).read_text(encoding="utf-8"), Loader=_Loader) or {}
-    except (OSError, yaml.YAMLError):
-        return {}
+    """The run's config.yaml as a dict for display; when it cannot be read (missing, binary, a
+    list, a section that is a string ...) what could be salvaged, with the reason under
+    ``UNREADABLE_KEY`` (:func:`run_info` then shows the run as ``unreadable: reason``)."""
+    return config_for_display(run.file(CONFIG_FILE))
 
 
 class MetricsTail:

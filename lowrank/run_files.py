@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 UNREADABLE = "unreadable"  # the state readers show for a run whose files cannot be read
+UNREADABLE_KEY = "_unreadable"  # in a config dict read for display: why config.yaml could not be read
 MAX_LINE_BYTES = 1 << 20  # a metrics line longer than 1 MiB is not one of our events: skipped
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader lists hundreds of runs quickly
@@ -105,6 +106,8 @@ def load_status(path: Path, states: tuple[str, ...] | None = None) -> tuple[dict
         return {}, problem
     try:
         data = json.loads(text)
+    except RecursionError:
+        return {}, "status.json is nested too deeply"
     except ValueError as error:
         return {}, f"status.json is not valid JSON ({getattr(error, 'msg', error)} at line {getattr(error, 'lineno', '?')})"
     status, problem = check_status(data)
@@ -112,6 +115,12 @@ def load_status(path: Path, states: tuple[str, ...] | None = None) -> tuple[dict
         problem = (f"status.json has no state" if status.get("state") is None
                    else f"status.json: unknown state {status['state']!r}")
     return status, problem
+
+
+def config_for_display(path: Path) -> dict[str, Any]:
+    """config.yaml for listing: what could be read, with the reason under :data:`UNREADABLE_KEY` if any."""
+    config, problem = load_config(path)
+    return {**config, UNREADABLE_KEY: problem} if problem else config
 
 
 def load_config(path: Path) -> tuple[dict[str, Any], str | None]:

@@ -259,7 +259,7 @@ def read_jsonl_from(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], 
                 offset = 0
             handle.seek(offset)
             data = handle.read()
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
         return [], offset
     end = data.rfind(b"\n") + 1
     if end == 0 and len(data) > MAX_LINE_BYTES:  # an unterminated giant line: skip it, never re-read it

@@ -27,7 +27,7 @@ from typer.core import TyperGroup
 
 POLL_SECONDS = 1.0
 STATE_STYLE = {"running": "cyan", "queued": "blue", "finished": "green", "failed": "red", "killed": "yellow",
-               "vanished": "red", "skipped": "dim"}
+               "vanished": "red", "skipped": "dim", "unreadable": "magenta"}
 
 
 class _DefaultRunGroup(TyperGroup):
@@ -276,6 +276,8 @@ def _print_plan(plan) -> None:
 def _progress_table(sweep_id: str, rows: list[dict]):
     from rich.table import Table
 
+    from console.safe_text import markup
+
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["state"]] = counts.get(row["state"], 0) + 1
@@ -287,10 +289,10 @@ def _progress_table(sweep_id: str, rows: list[dict]):
     for row in rows:
         state = row["state"] or "-"
         pct = lambda value: "-" if value is None else f"{value:.2f}%"  # noqa: E731
-        table.add_row(row["method"], _budget(row["budget"]), str(row["seed"]),
-                      f"[{STATE_STYLE.get(state, '')}]{state}[/]",
-                      f"{row['epoch'] or 0}/{row['epochs'] or '?'}", pct(row["last_val_err1"]),
-                      pct(row["best_val_err1"]), row["run_id"] or (row["error"] or "")[:60])
+        table.add_row(markup(row["method"]), _budget(row["budget"]), str(row["seed"]),
+                      f"[{STATE_STYLE.get(state, '')}]{markup(state)}[/]",
+                      f"{markup(row['epoch'] or 0)}/{markup(row['epochs'] or '?')}", pct(row["last_val_err1"]),
+                      pct(row["best_val_err1"]), markup(row["run_id"] or (row["error"] or ""), 60))
     return table
 
 
@@ -338,11 +340,13 @@ def _show(sweep_id: str, *, as_json: bool = False, as_csv: bool = False, png: Op
     if png is not None:
         compare.save_png(summary, png, metric=metric, title=f"{manifest.get('name')} ({sweep_id})")
     if as_json:
-        typer.echo(json.dumps({"sweep": sweep_id, "preset": manifest.get("preset"),
+        from console.safe_text import dumps
+
+        typer.echo(dumps({"sweep": sweep_id, "preset": manifest.get("preset"),
                                "overrides": manifest.get("overrides"), "model": manifest.get("model"),
                                "dataset": manifest.get("dataset"), "dense_params": manifest.get("dense_params"),
                                "dense_macs": manifest.get("dense_macs"), "rows": summary, "runs": runs,
-                               "png": str(png) if png else None}, indent=2, default=str))
+                               "png": str(png) if png else None}, indent=2))  # NaN/inf -> null
         return
     if as_csv:
         columns = [key for key in summary[0] if key not in ("states", "seeds")] if summary else []
@@ -362,10 +366,14 @@ def _print_table(manifest: dict, summary: list[dict], runs: list[dict]) -> None:
     from rich.table import Table
 
     from console.compare import fmt_mean_std
+    from console.safe_text import markup
 
     console = _console()
-    title = (f"{manifest['sweep']}: {manifest.get('name')} ({manifest.get('model')} on {manifest.get('dataset')}), "
-             f"dense {manifest.get('dense_params', 0):,} params / {manifest.get('dense_macs', 0):,} mult-adds; "
+    dense_params, dense_macs = manifest.get("dense_params"), manifest.get("dense_macs")
+    title = (f"{markup(manifest['sweep'])}: {markup(manifest.get('name'))} ({markup(manifest.get('model'))} on "
+             f"{markup(manifest.get('dataset'))}), dense "
+             f"{f'{dense_params:,}' if isinstance(dense_params, int) else '?'} params / "
+             f"{f'{dense_macs:,}' if isinstance(dense_macs, int) else '?'} mult-adds; "
              f"top-1 error %, mean ± std over seeds")
     table = Table(title=title, header_style="bold", title_justify="left", show_edge=False)
     for column, justify in (("method", "left"), ("budget", "right"), ("hp", "right"), ("params", "right"),
@@ -377,8 +385,8 @@ def _print_table(manifest: dict, summary: list[dict], runs: list[dict]) -> None:
         done = f"{row['finished']}/{row['runs']}"
         if row["finished"] < row["runs"]:
             others = ", ".join(f"{n} {s}" for s, n in row["states"].items() if s != "finished")
-            done = f"{done} [yellow]({others})[/]"
-        table.add_row(row["method"], _budget(row["budget"]), "-" if hp is None else f"{hp:.4g}",
+            done = f"{done} [yellow]({markup(others)})[/]"
+        table.add_row(markup(row["method"]), _budget(row["budget"]), "-" if hp is None else f"{hp:.4g}",
                       f"{row['params']:,}" if row.get("params") else "-",
                       f"{row['params_fraction']:.4f}" if row.get("params_fraction") else "-",
                       f"{row['macs']:,}" if row.get("macs") else "-", done,
@@ -387,9 +395,9 @@ def _print_table(manifest: dict, summary: list[dict], runs: list[dict]) -> None:
                       fmt_mean_std(row["test_err1_mean"], row["test_err1_std"]),
                       _seconds(row["train_seconds_mean"]))
     console.print(table)
-    failed = [run for run in runs if run["state"] in ("failed", "killed", "vanished")]
+    failed = [run for run in runs if run["state"] in ("failed", "killed", "vanished", "unreadable")]
     for run in failed:
-        console.print(f"[red]{run['state']}[/] {run['method']} @ {_budget(run['budget'])} seed {run['seed']} "
-                      f"({run['run_id']}): {run['error']}")
+        console.print(f"[red]{markup(run['state'])}[/] {markup(run['method'])} @ {_budget(run['budget'])} seed "
+                      f"{markup(run['seed'])} ({markup(run['run_id'])}): {markup(run['error'], 500)}", highlight=False)
     if failed:
         console.print(f"relaunch them: lowrank compare resume {manifest['sweep']}")

@@ -7,7 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
-STATE_STYLE = {"running": "cyan", "queued": "blue", "finished": "green", "failed": "red", "killed": "yellow"}
+from lowrank.run_files import UNREADABLE
+
+STATE_STYLE = {"running": "cyan", "queued": "blue", "finished": "green", "failed": "red", "killed": "yellow",
+               UNREADABLE: "magenta"}
 
 
 def duration(seconds: float | None) -> str:
@@ -44,7 +47,9 @@ def register(app: typer.Typer) -> None:
         if last:
             infos = infos[-last:]
         if as_json:
-            typer.echo(json.dumps([info.to_dict() for info in infos], indent=2))
+            from console.safe_text import dumps
+
+            typer.echo(dumps([info.to_dict() for info in infos], indent=2))  # valid JSON: NaN/inf -> null
             return
         if not infos:
             typer.echo("no runs yet" + (f" in state {', '.join(state)}" if state else "") + " (lowrank run PRESET)")
@@ -61,9 +66,19 @@ def _repair(store) -> None:
         repair_results(owing, store.home)
 
 
+def _number(value, spec: str, suffix: str = "") -> str:
+    """``value`` formatted, or ``-`` when it is missing or not a finite number."""
+    from lowrank.run_files import number
+
+    value = number(value)
+    return "-" if value is None else f"{value:{spec}}{suffix}"
+
+
 def _table(infos) -> None:
     from rich.console import Console
     from rich.table import Table
+
+    from console.safe_text import markup
 
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column, justify in (("run", "left"), ("model", "left"), ("method", "left"), ("budget", "right"),
@@ -71,16 +86,16 @@ def _table(infos) -> None:
                             ("loss", "right"), ("best err", "right"), ("elapsed", "right"), ("eta", "right")):
         table.add_column(column, justify=justify, no_wrap=True, min_width=len(column))
     for info in infos:
+        # every cell from a file is markup-escaped and stripped of control characters
         style = STATE_STYLE.get(info.state, "")
         gpus = "cpu" if info.gpus == [] else ",".join(map(str, info.gpus)) if info.gpus else "-"
+        state = markup(info.state)
         table.add_row(
-            info.run_id, info.model or "-", info.method or "-",
-            "-" if info.budget is None else f"{info.budget:g}",
-            "-" if info.params is None else f"{info.params:,}",
-            f"[{style}]{info.state}[/]" if style else info.state, gpus,
-            f"{info.epoch or 0}/{info.epochs or '?'}",
-            "-" if info.last_loss is None else f"{info.last_loss:.4f}",
-            "-" if info.best_err1 is None else f"{info.best_err1:.2f}%",
+            markup(info.run_id), markup(info.model or "-"), markup(info.method or "-"),
+            _number(info.budget, "g"), _number(info.params, ",.0f"),
+            f"[{style}]{state}[/]" if style else state, markup(gpus),
+            f"{markup(info.epoch or 0)}/{markup(info.epochs or '?')}",
+            _number(info.last_loss, ".4f"), _number(info.best_err1, ".2f", "%"),
             duration(info.elapsed_s), duration(info.eta_s))
     console = Console()
     if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
@@ -88,4 +103,9 @@ def _table(infos) -> None:
     console.print(table)
     failed = [info for info in infos if info.state == "failed" and info.error]
     for info in failed[-3:]:
-        Console(stderr=True, soft_wrap=True).print(f"[red]{info.run_id}[/]: {info.error}", highlight=False)
+        Console(stderr=True, soft_wrap=True).print(f"[red]{markup(info.run_id)}[/]: {markup(info.error, 500)}",
+                                                   highlight=False)
+    unreadable = [info for info in infos if info.state == UNREADABLE]
+    for info in unreadable[-5:]:  # never hidden: say why each cannot be read
+        Console(stderr=True, soft_wrap=True).print(f"[magenta]{markup(info.run_id)}[/]: {markup(info.error, 500)}",
+                                                   highlight=False)

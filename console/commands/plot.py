@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
         series = []
         for prefix in runs:
             run = store.resolve(prefix)
-            label = run.read_status().get("name") or run.run_id
+            label = run.read_status().get("name") or run.run_id  # a checked status: name is a str
             if sum(1 for other in runs if other) > 1:
                 label = f"{label} ({run.run_id[-4:]})"  # two runs of one preset share a name
             series.append((label, run.read_metrics()))

@@ -11,7 +11,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Static, TabbedContent, TabPane
 
-from console.safe_text import clean
+from console.safe_text import clean, clean_block, visible
 
 from .curves import CurvesView
 from .format import STATE_STYLES, count, duration, number, pct
@@ -32,7 +32,7 @@ def status_text(record: Any) -> Text:
     out.append(f"  epoch {info.epoch if info.epoch is not None else '-'}/{info.epochs or '-'}"
                f"  elapsed {duration(info.elapsed_s)}  eta {duration(info.eta_s)}\n")
     if info.error:
-        out.append(f"error: {info.error}\n", style="bold red")
+        out.append(f"error: {clean_block(info.error)}\n", style="bold red")
     out.append(f"params {count(status.get('params'))} (dense {count(status.get('dense_params'))})"
                f"  mult-adds {count(status.get('macs'))}\n")
     out.append(f"loss {number(info.last_loss)}  best val err {pct(info.best_err1)}"
@@ -40,11 +40,11 @@ def status_text(record: Any) -> Text:
     for key, label in STATUS_FIELDS:
         if status.get(key) not in (None, "", []):
             out.append(f"{label:<16}", style="dim")
-            out.append(f"{status[key]}\n")
+            out.append(f"{clean(status[key])}\n")
     out.append(f"{'id':<16}", style="dim")
     out.append(f"{info.run_id}\n")
     out.append(f"{'dir':<16}", style="dim")
-    out.append(info.path)
+    out.append(clean(info.path))
     return out
 
 
@@ -96,8 +96,9 @@ class RunDetail(Horizontal):
         if self._config_of != record.run_id:
             self._config_of = record.run_id
             text = yaml.safe_dump(record.config, sort_keys=False) if record.config else "(config.yaml unreadable)"
-            self.query_one("#config-text", Static).update(Text(text))
-        self.query_one("#log-text", Static).update(Text("\n".join(detail.log_lines) or "(empty log)"))
+            self.query_one("#config-text", Static).update(Text(clean_block(text)))
+        # the log as written, control characters shown escaped (an OSC in a log line must not act)
+        self.query_one("#log-text", Static).update(Text("\n".join(map(visible, detail.log_lines)) or "(empty log)"))
         self.query_one("#log-scroll", VerticalScroll).scroll_end(animate=False)
 
     def next_tab(self) -> None:

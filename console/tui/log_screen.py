@@ -13,6 +13,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Label, Log
 from textual.worker import get_current_worker
 
+from console.safe_text import visible
+
 FIRST_READ = 2 * 1024 * 1024  # a huge log opens at its last 2 MiB
 POLL_SECONDS = 0.5
 
@@ -40,7 +42,7 @@ class LogScreen(Screen[None]):
         self.run_id = run_id
 
     def compose(self) -> ComposeResult:
-        yield Label(f"log of {self.run_id}  ({self.path})", markup=False)
+        yield Label(f"log of {self.run_id}  ({visible(self.path)})", markup=False)
         yield Log(max_lines=50_000, highlight=False)
         yield Footer()
 
@@ -72,7 +74,7 @@ class LogScreen(Screen[None]):
                 *lines, rest = text.split("\n")
                 partial = rest.encode("utf-8")
                 if lines:
-                    self.post_message(self.NewLines(lines))
+                    self.post_message(self.NewLines([visible(line) for line in lines]))  # escapes shown, not obeyed
             time.sleep(POLL_SECONDS)
 
     def on_log_screen_new_lines(self, message: NewLines) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from lowrank.rundir import FINAL_STATES, LOG_FILE, METRICS_FILE, STATUS_FILE, RunDir, read_json, runs_root
+from lowrank.rundir import FINAL_STATES, LOG_FILE, METRICS_FILE, STATUS_FILE, RunDir, runs_root
 
 from console.plotting import curves
 from console.runs import MetricsTail, RunInfo, read_config, reconcile, run_info
@@ -80,7 +80,7 @@ class RunWatcher:
             stamp = (stat.st_mtime_ns, stat.st_size)
             entry = self._entries.get(run_id)
             if entry is None or entry.stamp != stamp:
-                status = read_json(path / STATUS_FILE)
+                status = RunDir(path).read_status()  # checked: a corrupt file reads as state "unreadable"
                 if not status:
                     if entry is None:
                         continue  # mid-replace: keep what we had, look again next time
