@@ -114,6 +114,11 @@ def _check_teacher(config, req: dict[str, Any], facts: dict[str, Any], home: Pat
 
     from lowrank.teacher import build_teacher
 
+    if "num_classes" not in facts:
+        from lowrank.data import dataset_shape
+
+        num_classes, shape = dataset_shape(config.data)
+        facts.update(num_classes=num_classes, input_shape=list(shape))
     num_classes, input_shape = facts["num_classes"], tuple(facts["input_shape"])
     _, path = build_teacher(config, num_classes, input_shape, torch.device("cpu"), home)
     facts["teacher"] = str(path)
@@ -126,15 +131,16 @@ CHECKS: tuple[Callable[..., None], ...] = (_check_requirement, _check_device, _c
 
 def precheck(config, *, gpus: int | None = None, gpu: Sequence[int] | None = None, cpu: bool = False,
              home: Path | None = None, backend: str = LOCAL_BACKEND, source: str | Path | None = None,
-             overrides: Sequence[str] = ()) -> dict[str, Any]:
+             overrides: Sequence[str] = (), network: bool = True) -> dict[str, Any]:
     """Run every up-front check on a validated ``config`` placed as the CLI flags say; the facts found.
 
     ``backend`` other than local skips the host checks (device, GPUs, data files): the run
     goes to another machine, whose CUDA, GPUs and disks this host cannot see. ``source``
     and ``overrides`` (the preset and its ``--set`` list) let an error name the file to edit.
+    ``network=False`` skips the budget check (``lowrank compare`` solves each run's budget itself).
     """
     try:
-        return _precheck(config, gpus=gpus, gpu=gpu, cpu=cpu, home=home, backend=backend)
+        return _precheck(config, gpus=gpus, gpu=gpu, cpu=cpu, home=home, backend=backend, network=network)
     except UserError as error:
         if error.file is None and error.key and not error.key.startswith("--"):
             keys = [text.partition("=")[0].strip() for text in overrides]
@@ -146,7 +152,7 @@ def precheck(config, *, gpus: int | None = None, gpu: Sequence[int] | None = Non
 
 
 def _precheck(config, *, gpus: int | None, gpu: Sequence[int] | None, cpu: bool, home: Path | None,
-              backend: str) -> dict[str, Any]:
+              backend: str, network: bool) -> dict[str, Any]:
     from console.scheduler import requirement_from_cli
 
     if cpu and (gpus or gpu):
@@ -155,7 +161,7 @@ def _precheck(config, *, gpus: int | None, gpu: Sequence[int] | None, cpu: bool,
     facts: dict[str, Any] = {}
     host_checks = (_check_device, _check_gpus, _check_data)
     for check in CHECKS:
-        if backend != LOCAL_BACKEND and check in host_checks:
+        if (backend != LOCAL_BACKEND and check in host_checks) or (check is _check_network and not network):
             continue
         if check is _check_teacher:
             check(config, req, facts, home)

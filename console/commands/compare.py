@@ -95,6 +95,11 @@ def register(app: typer.Typer) -> None:
             _print_plan(plan)
         if dry_run:
             return
+        from console.precheck import precheck
+        from lowrank.config import load
+
+        # what the workers would find too late (CUDA, GPUs, dataset files, teacher), before any run exists
+        precheck(load(preset, set_), gpus=gpus, cpu=cpu, source=preset, overrides=set_, network=False)
         if plan.problems and skip_unreachable and not as_json:
             typer.secho(f"warning: skipping {len(plan.problems)} unreachable run(s):\n"
                         + compare.unreachable_message(plan), fg="yellow", err=True)

@@ -21,6 +21,7 @@ def register(app: typer.Typer) -> None:
         """Stop runs: SIGTERM (the worker saves its metrics), then SIGKILL whatever is left."""
         from console.launch import kill_run
         from console.runs import RunStore
+        from console.safe_text import clean
 
         store = RunStore()
         targets = [store.resolve(prefix) for prefix in runs]  # every id checked before anything is signalled
@@ -30,6 +31,7 @@ def register(app: typer.Typer) -> None:
         else:
             for report in reports:
                 colour = "red" if report.survivors or report.gpu_pids_left else "yellow"
-                typer.secho(f"{report.run_id}: {report.state_before} -> {report.state}: {report.message}", fg=colour)
+                typer.secho(clean(f"{report.run_id}: {report.state_before} -> {report.state}: {report.message}"),
+                            fg=colour)
         if any(report.survivors or report.gpu_pids_left for report in reports):
             raise typer.Exit(1)

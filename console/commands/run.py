@@ -113,6 +113,8 @@ def _follow(run_dir, pid: int, quiet: bool) -> dict:
             status = run_dir.read_status()
             epochs = status.get("epochs") or 1
             for record in records:
+                if not _well_formed(record):
+                    continue  # a hand-edited or foreign line: the bar skips it
                 if record.get("event") == "eval":
                     val_err = record.get("err1")
                 if record.get("event") == "step":
@@ -133,6 +135,20 @@ def _follow(run_dir, pid: int, quiet: bool) -> dict:
             time.sleep(POLL_SECONDS)
 
 
+def _well_formed(record: dict) -> bool:
+    """An event the progress bar can draw: finite numbers where it computes or formats."""
+    from lowrank.run_files import number
+
+    if record.get("event") == "eval":
+        return record.get("err1") is None or number(record.get("err1")) is not None
+    if record.get("event") == "step":
+        ints = all(isinstance(record.get(key), int) and not isinstance(record.get(key), bool)
+                   for key in ("epoch", "batch", "batches"))
+        return ints and all(number(record.get(key)) is not None for key in ("loss", "err1")) and (
+            record.get("throughput") is None or number(record.get("throughput")) is not None)
+    return True
+
+
 def _alive(psutil, pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
@@ -147,24 +163,28 @@ def _print_summary(run_dir, status: dict, as_json: bool) -> None:
     summary = {key: status.get(key) for key in keys}
     summary["run_dir"] = str(run_dir.path)
     if as_json:
-        typer.echo(json.dumps(summary, indent=2))
+        from console.safe_text import dumps
+
+        typer.echo(dumps(summary, indent=2))  # NaN/inf -> null: always valid JSON
         return
 
     def pct(value) -> str:
         return "-" if value is None else f"{value:.2f}%"
 
+    from console.safe_text import clean, clean_block
+
     colour = {"finished": "green", "killed": "yellow"}.get(status.get("state"), "red")
-    typer.secho(f"\n{status.get('state')}: {status.get('name')}", fg=colour, bold=True)
+    typer.secho(f"\n{clean(status.get('state'))}: {clean(status.get('name'))}", fg=colour, bold=True)
     if status.get("params") is not None:
         ratio = status["params"] / status["dense_params"] if status.get("dense_params") else float("nan")
         typer.echo(f"  parameters   {status['params']:,}  ({ratio:.3f} of dense {status.get('dense_params', 0):,})")
         typer.echo(f"  mult-adds    {status.get('macs', 0):,}  (dense {status.get('dense_macs', 0):,})")
         method = status.get("method")
-        typer.echo(f"  method       {method}" + (f"  hp={status['hp']:.6g}" if status.get("hp") is not None else ""))
+        typer.echo(f"  method       {clean(method)}" + (f"  hp={status['hp']:.6g}" if status.get("hp") is not None else ""))
     typer.echo(f"  top-1 error  final val {pct(status.get('final_val_err1'))}   best val {pct(status.get('best_val_err1'))}"
                f"   test {pct(status.get('test_err1'))}")
     if status.get("train_seconds") is not None:
         typer.echo(f"  train time   {status['train_seconds']:.1f} s")
     if status.get("error"):
-        typer.echo(f"  error        {status['error']}")
+        typer.echo(f"  error        {clean_block(status['error'])}")
     typer.echo(f"  run dir      {run_dir.path}")

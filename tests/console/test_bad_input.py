@@ -303,3 +303,16 @@ def test_methods_does_not_advertise_a_default_hp(lowrank):
     assert code in (0, None)
     generic = next(line for line in out.splitlines() if "rank_fraction" in line)
     assert "default" not in generic and "set substitute.hp or substitute.budget" in generic
+
+
+@pytest.mark.parametrize("overrides, key", [(["train.device=cuda"], "train.device"),
+                                            (["data.name=cifar10", "data.root=/nonexistent/data"], "data.root"),
+                                            (["teacher.checkpoint=/nonexistent/t.pt", "distill.alpha=0.5"],
+                                             "teacher.checkpoint")])
+def test_compare_launch_runs_the_same_up_front_checks(overrides, key, tmp_path, lowrank):
+    if key == "train.device" and _has_cuda():
+        pytest.skip("this host has CUDA")
+    preset = write_preset(tmp_path, base())
+    args = [arg for override in overrides for arg in ("--set", override)]
+    assert_refused(lowrank("compare", str(preset), "--methods", "generic", "--budgets", "0.1", "--detach", "--json",
+                           *args), "--set", key)
