@@ -16,12 +16,14 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from .rundir import RESULT_COLUMNS, RESULTS_FILE, RunDir, budget_of, file_lock, open_append
+from .rundir import CONFIG_FILE, RESULT_COLUMNS, RESULTS_FILE, RunDir, budget_of, file_lock, open_append
 
 
 def results_row(run: RunDir, status: dict[str, Any]) -> dict[str, Any]:
     """The row of a finished run, from its status (which holds the summary) and config."""
-    config = run.read_config() or {}
+    from .run_files import load_config
+
+    config = load_config(run.file(CONFIG_FILE))[0]  # what can be read: a corrupt config.yaml must not stop ls
     train = config.get("train") or {}
     return {**{key: status.get(key) for key in RESULT_COLUMNS},
             "run_id": run.run_id, "name": config.get("name"), "sweep": status.get("sweep"),

@@ -125,6 +125,8 @@ CASES = [
     ("config-null", _write("config.yaml", ""), True),
     ("config-missing", _remove("config.yaml"), True),
     ("config-directory", _directory("config.yaml"), True),
+    ("config-binary-row-owed", lambda run: (_status_with(results_written=False)(run),
+                                            _write("config.yaml", b"\x00\xff")(run)), True),
     ("metrics-non-objects", _append_metrics(b'[1, 2]\n3\n"text"\nnull\ntrue\n'), False),
     ("metrics-not-utf8", _append_metrics(b'{"event": "step", "epoch": 2, "loss": "\xff\xfe"}\n\xff\xfe\xfd\n'), False),
     ("metrics-nan-infinity", _append_metrics(b'{"event": "step", "epoch": 2, "batch": 9, "batches": 10, '
