@@ -40,13 +40,21 @@ class Precision:
                           params: Iterable[nn.Parameter], grad_clip: float | None) -> None:
         """Backward, optional global-norm clipping (on unscaled gradients), optimizer step."""
         optimizer.zero_grad(set_to_none=True)
+        self.backward(loss)
+        self.step(optimizer, params, grad_clip)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Accumulate ``loss``'s gradients (scaled under fp16); call once per micro-batch."""
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+
+    def step(self, optimizer: torch.optim.Optimizer, params: Iterable[nn.Parameter],
+             grad_clip: float | None) -> None:
+        """Optional global-norm clipping (on unscaled gradients), then the optimizer step."""
         if self.scaler is None:
-            loss.backward()
             if grad_clip:
                 nn.utils.clip_grad_norm_(list(params), grad_clip)
             optimizer.step()
             return
-        self.scaler.scale(loss).backward()
         if grad_clip:
             self.scaler.unscale_(optimizer)
             nn.utils.clip_grad_norm_(list(params), grad_clip)

@@ -11,7 +11,6 @@ what was expected. Loading has no side effects, so a bad preset creates nothing.
 from __future__ import annotations
 
 import copy
-import inspect
 from pathlib import Path
 from typing import Any, Literal
 
@@ -138,6 +137,8 @@ class TrainConfig(Section):
     aux_weight: float = Field(0.0, ge=0)  # weight of the auxiliary head's CE (models returning (logits, aux))
     amp: Literal["off", "bf16", "fp16"] = "off"  # autocast on CUDA; CPU: bf16 autocast, fp16 refused
     channels_last: bool = False  # NHWC memory format for model and batches on CUDA; no-op on the CPU
+    accumulate: int = Field(1, ge=1)  # micro-batches per step: each batch is split, gradients summed (BN sees chunks)
+    compile: bool = False  # torch.compile the student for training and evaluation (first steps are slow)
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
@@ -483,11 +484,25 @@ def _section_for(loc: tuple) -> type[BaseModel] | None:
 def check_registered(config: ExperimentConfig, origin: dict[str, str], default_source: str) -> None:
     """Check names and kwargs against the model, dataset and method registries.
 
-    Imports the registries (and so torch); kept apart so pure schema checks stay cheap.
+    Reads the registries' declarations through :func:`lowrank.catalogue.catalogue`, which
+    needs no torch import once its cache is built (a config error answers fast).
     """
-    from .data import dataset_kwargs, list_datasets
-    from .methods import get_method
-    from .models import list_models, model_kwargs
+    from .catalogue import catalogue
+
+    known = catalogue()
+    get_method = known.method
+
+    def list_models() -> list[str]:
+        return sorted(known.models)
+
+    def model_kwargs(name: str) -> dict[str, str]:
+        return known.models[name]
+
+    def list_datasets() -> list[str]:
+        return sorted(known.datasets)
+
+    def dataset_kwargs(name: str) -> dict[str, str]:
+        return {key: kind for key, kind in known.datasets[name].items() if key != "config"}
 
     def fail(key: str, message: str, hint: str | None = None) -> None:
         raise ConfigError(message, file=_source_of(origin, key, default_source), key=key, hint=hint)
@@ -531,11 +546,12 @@ def check_registered(config: ExperimentConfig, origin: dict[str, str], default_s
             fail("substitute.hp", str(error), f"{method.hp.name}: {method.hp.description}")
 
 
-def _check_kwargs(fail, key: str, given: dict[str, Any], accepted: dict[str, inspect.Parameter],
+def _check_kwargs(fail, key: str, given: dict[str, Any], accepted: dict[str, str],
                   reserved: tuple[str, ...]) -> None:
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
-    names = [name for name, p in accepted.items()
-             if name not in reserved and p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)]
+    """``accepted``: keyword -> ``inspect.Parameter`` kind name (as the catalogue records them)."""
+    takes_any = "VAR_KEYWORD" in accepted.values()
+    names = [name for name, kind in accepted.items()
+             if name not in reserved and kind not in ("VAR_KEYWORD", "VAR_POSITIONAL")]
     for name in given:
         if name in reserved:
             fail(f"{key}.{name}", "set automatically from the dataset", f"remove {key}.{name}")

@@ -149,6 +149,11 @@ def file_lock(path: Path) -> Iterator[None]:
 
 # ---------------------------------------------------------------- run directory
 
+# Events appended without an fsync: frequent and superseded by the next synced event
+# (each fsync makes every earlier line durable too). Everything else is fsynced.
+UNSYNCED_EVENTS = frozenset({"step", "eval"})
+
+
 class RunDir:
     """One run's directory: create it, update its status, append its metrics."""
 
@@ -222,14 +227,21 @@ class RunDir:
             return status
 
     # -- metrics ----------------------------------------------------------------------
-    def append_metric(self, record: dict[str, Any]) -> None:
-        """Append one event to metrics.jsonl with a single write, flushed to disk."""
+    def append_metric(self, record: dict[str, Any], sync: bool | None = None) -> None:
+        """Append one event to metrics.jsonl with a single O_APPEND write.
+
+        The write alone survives a killed process (readers see it at once); ``sync`` also
+        fsyncs the file, against power loss, which makes every earlier line durable too.
+        By default every event but those in ``UNSYNCED_EVENTS`` (step, eval) pays for an
+        fsync, so step lines cost the loop no disk flush (issue 12).
+        """
         record = {"time": time.time(), **record}
         line = (json.dumps(record, default=float) + "\n").encode("utf-8")
         fd = open_append(self.file(METRICS_FILE))
         try:
             os.write(fd, line)
-            os.fsync(fd)
+            if record.get("event") not in UNSYNCED_EVENTS if sync is None else sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
 

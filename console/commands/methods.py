@@ -10,21 +10,14 @@ import typer
 
 def method_rows() -> list[dict]:
     """One plain dict per registered method: name, hyperparameter, options, description, paper."""
-    from lowrank.methods import list_methods
+    from dataclasses import asdict
+
+    from lowrank.catalogue import catalogue  # the declarations without importing torch (cached)
 
     rows = []
-    for method in list_methods():
-        hp = method.hp
-        rows.append({
-            "name": method.name,
-            "hp": None if hp is None else {
-                "name": hp.name, "kind": hp.kind.__name__, "low": hp.low, "high": hp.high,
-                "example": hp.default, "direction": hp.direction, "description": hp.description,
-            },
-            "options": dict(method.options),
-            "description": method.description,
-            "paper": method.paper,
-        })
+    for name, method in sorted(catalogue().methods.items()):
+        rows.append({"name": name, "hp": None if method.hp is None else asdict(method.hp),
+                     "options": dict(method.options), "description": method.description, "paper": method.paper})
     return rows
 
 

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from ..amp import Precision
 from .device import to_device
 from .stop import StopFlag
+from .tally import topk_hits
 
 
 def topk_errors(logits: torch.Tensor, targets: torch.Tensor) -> tuple[int, int]:
@@ -26,7 +27,8 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, stop: S
              precision: Precision | None = None, channels_last: bool = False) -> dict[str, float]:
     """Mean cross-entropy and top-1/top-5 error (percent) of ``model`` over ``loader``."""
     model.eval()
-    total, loss_sum, miss1, miss5 = 0, 0.0, 0, 0
+    # sums stay on the device and are read once at the end (no host sync per batch)
+    total, loss_sum, hits = 0, torch.zeros((), dtype=torch.float64, device=device), None
     autocast = precision.autocast if precision is not None else contextlib.nullcontext
     with torch.no_grad():
         for images, targets in loader:
@@ -37,7 +39,10 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, stop: S
             if isinstance(logits, tuple):
                 logits = logits[0]
             logits = logits.float()
-            loss_sum += float(F.cross_entropy(logits, targets, reduction="sum"))
-            m1, m5 = topk_errors(logits, targets)
-            miss1, miss5, total = miss1 + m1, miss5 + m5, total + len(targets)
-    return {"loss": loss_sum / total, "err1": 100.0 * miss1 / total, "err5": 100.0 * miss5 / total}
+            loss_sum += F.cross_entropy(logits, targets, reduction="sum")
+            batch_hits = topk_hits(logits, targets)
+            hits = batch_hits if hits is None else hits + batch_hits
+            total += len(targets)
+    loss, *hit_counts = torch.cat([loss_sum.reshape(1), hits.double()]).tolist()
+    miss1, miss5 = total - hit_counts[0], total - sum(hit_counts)
+    return {"loss": loss / total, "err1": 100.0 * miss1 / total, "err5": 100.0 * miss5 / total}

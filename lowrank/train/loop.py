@@ -20,10 +20,11 @@ from ..errors import UserError
 from ..rundir import BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, RunDir, now_iso
 from .checkpoint import atomic_save, load_checkpoint, rng_state, seed_everything, set_rng_state
 from .device import resolve_device, to_device
-from .evaluation import evaluate, topk_errors
+from .evaluation import evaluate
 from .stop import StopFlag
+from .tally import Tally, Window, topk_hits
 
-HEARTBEAT_SECONDS = 5.0
+HEARTBEAT_SECONDS = 2.0  # status.json is rewritten at most this often while training
 
 
 class NonFiniteLoss(Exception):
@@ -105,7 +106,24 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
     print(f"{config.name}: {net.params:,} params ({net.params / net.dense_params:.3f} of dense), "
           f"{net.macs:,} mult-adds, device {device}, {len(data.train)} training images", flush=True)
 
-    last_heartbeat = time.monotonic()
+    # a compiled student for the forward passes; `model` stays the plain module (state dicts, hooks)
+    step_model = torch.compile(model) if train_cfg.compile else model
+    accumulate = train_cfg.accumulate
+    best_pending: dict[str, Any] | None = None  # best.pt content not yet on disk (written with checkpoints)
+
+    def save_checkpoint(epoch_done: int, phase_index: int) -> None:
+        """best.pt (if a better model is pending), then checkpoint.pt, both atomically."""
+        nonlocal best_pending
+        if best_pending is not None:
+            atomic_save(best_pending, run.file(BEST_FILE))
+            best_pending = None
+        atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "epoch": epoch_done, "phase": phase_index,
+                     "objective": objective.state_dict(), "scaler": precision.state_dict(),
+                     "best_err1": best_err1, "best_epoch": best_epoch, "train_seconds": train_seconds,
+                     "rng": rng_state(), "config": config.to_dict()}, run.file(CHECKPOINT_FILE))
+
+    last_status = time.monotonic()
     val_metrics: dict[str, float] = {}
     for phase in phases:
         if phase.end <= start_epoch:
@@ -127,53 +145,66 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
                 model.drop_path_prob = drop_path_prob(train_cfg.drop_path_max, epoch, train_cfg.epochs)
             loader_generator.manual_seed(train_cfg.seed * 1_000_003 + epoch)  # per-epoch order: resume-exact
             epoch_start = time.perf_counter()
-            seen = loss_sum = miss1 = miss5 = 0
-            window_seen, window_loss, window_miss, window_start = 0, 0.0, 0, time.perf_counter()
-            part_sums: dict[str, float] = {}
-            window_parts: dict[str, float] = {}
+            totals, tally, window_first, window_start = Window(), Tally(), 0, time.perf_counter()
             for batch, (images, targets) in enumerate(train_loader):
                 stop.check()
                 images, targets = to_device(images, targets, device, channels_last)
-                with precision.autocast():
-                    loss, logits, parts = objective(model, images, targets, phase)
 
-                # a NaN/inf loss stops the run here, not days later (research notes, Dec 2017)
-                loss_value = float(loss.detach())
-                if not math.isfinite(loss_value):
-                    global_step = epoch * steps_per_epoch + batch
-                    raise NonFiniteLoss(f"non-finite loss ({loss_value}) at epoch {epoch + 1}, step {global_step} "
-                                        f"(batch {batch + 1}/{steps_per_epoch}); lr {scheduler.get_last_lr()[0]:.4g}")
-
-                precision.backward_and_step(loss, optimizer, params, train_cfg.grad_clip)
-                scheduler.step()
-
-                # -- bookkeeping and progress --------------------------------------------
+                # -- forward/backward per micro-batch, one optimizer step -----------------
+                # each chunk's mean loss is weighted by its share of the batch, so the summed
+                # gradients equal the whole batch's (exactly so for models without BatchNorm)
+                optimizer.zero_grad(set_to_none=True)
                 count = len(targets)
-                m1, m5 = topk_errors(logits.detach().float(), targets)
-                seen, loss_sum, miss1, miss5 = seen + count, loss_sum + loss_value * count, miss1 + m1, miss5 + m5
-                window_seen, window_loss = window_seen + count, window_loss + loss_value * count
-                window_miss += m1
-                for key, value in parts.items():
-                    part_sums[key] = part_sums.get(key, 0.0) + float(value) * count
-                    window_parts[key] = window_parts.get(key, 0.0) + float(value) * count
+                chunks = zip(images.chunk(accumulate), targets.chunk(accumulate)) if accumulate > 1 \
+                    else ((images, targets),)
+                step_loss, step_hits, step_parts = None, None, {}
+                for chunk_images, chunk_targets in chunks:
+                    with precision.autocast():
+                        loss, logits, parts = objective(step_model, chunk_images, chunk_targets, phase)
+                    hits = topk_hits(logits, chunk_targets)
+                    if accumulate == 1:
+                        precision.backward(loss)
+                        step_loss, step_hits, step_parts = loss.detach(), hits, parts
+                        continue
+                    share = len(chunk_targets) / count
+                    precision.backward(loss * share)
+                    loss = loss.detach() * share
+                    step_loss = loss if step_loss is None else step_loss + loss
+                    step_hits = hits if step_hits is None else step_hits + hits
+                    for key, value in parts.items():
+                        step_parts[key] = value * share + step_parts.get(key, 0.0)
+                precision.step(optimizer, params, train_cfg.grad_clip)
+                scheduler.step()
+                tally.add(step_loss, step_hits, count, step_parts)  # stays on the device: no sync
+
+                # -- progress: one device read per logging step ---------------------------
                 if (batch + 1) % log_cfg.step_every == 0 or batch + 1 == steps_per_epoch:
+                    window = tally.read()
+                    if window.bad_step is not None:  # a NaN/inf loss stops the run here (notes, Dec 2017)
+                        bad = window_first + window.bad_step
+                        global_step = epoch * steps_per_epoch + bad
+                        raise NonFiniteLoss(f"non-finite loss ({window.bad_loss}) at epoch {epoch + 1}, step "
+                                            f"{global_step} (batch {bad + 1}/{steps_per_epoch}); "
+                                            f"lr {scheduler.get_last_lr()[0]:.4g}")
+                    totals.add(window)
                     elapsed = time.perf_counter() - window_start
                     run.append_metric({"event": "step", "epoch": epoch + 1, "step": epoch * steps_per_epoch + batch + 1,
                                        "batch": batch + 1, "batches": steps_per_epoch, "split": "train", **stage,
-                                       "loss": window_loss / window_seen, "err1": 100.0 * window_miss / window_seen,
-                                       **{key: value / window_seen for key, value in window_parts.items()},
+                                       "loss": window.loss_sum / window.seen, "err1": 100.0 * window.miss1 / window.seen,
+                                       **{key: value / window.seen for key, value in window.parts.items()},
                                        "lr": scheduler.get_last_lr()[0],
-                                       "throughput": window_seen / elapsed if elapsed > 0 else None})
-                    window_seen, window_loss, window_miss, window_start = 0, 0.0, 0, time.perf_counter()
-                    window_parts = {}
-                if time.monotonic() - last_heartbeat > HEARTBEAT_SECONDS:
-                    run.update_status(heartbeat=now_iso())
-                    last_heartbeat = time.monotonic()
+                                       "throughput": window.seen / elapsed if elapsed > 0 else None})
+                    window_first, window_start = batch + 1, time.perf_counter()
+                    if time.monotonic() - last_status > HEARTBEAT_SECONDS:
+                        run.update_status(heartbeat=now_iso())
+                        last_status = time.monotonic()
 
             epoch_seconds = time.perf_counter() - epoch_start
             train_seconds += epoch_seconds
-            train_metrics = {"loss": loss_sum / seen, "err1": 100.0 * miss1 / seen, "err5": 100.0 * miss5 / seen}
-            extras = {key: value / seen for key, value in part_sums.items()}
+            seen = totals.seen
+            train_metrics = {"loss": totals.loss_sum / seen, "err1": 100.0 * totals.miss1 / seen,
+                             "err5": 100.0 * totals.miss5 / seen}
+            extras = {key: value / seen for key, value in totals.parts.items()}
             if hasattr(model, "drop_path_prob"):
                 extras["drop_path_prob"] = model.drop_path_prob
             run.append_metric({"event": "epoch", "epoch": epoch + 1, "split": "train", **stage, **train_metrics,
@@ -182,31 +213,34 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
 
             # -- evaluate and checkpoint -------------------------------------------------
             last_epoch = epoch + 1 == train_cfg.epochs
+            checkpoint_due = (epoch + 1) % log_cfg.checkpoint_every == 0 or last_epoch
             line = (f"epoch {epoch + 1}/{train_cfg.epochs}{' ' + phase.name if stage else ''} "
                     f"train loss {train_metrics['loss']:.4f} err {train_metrics['err1']:.2f}%")
             if (epoch + 1) % log_cfg.eval_every == 0 or last_epoch:
-                val_metrics = evaluate(model, val_loader, device, stop, precision, channels_last)
-                run.append_metric({"event": "eval", "epoch": epoch + 1, "split": "val", **stage, **val_metrics})
+                val_metrics = evaluate(step_model, val_loader, device, stop, precision, channels_last)
+                # durable before the checkpoint that records its outcome (best_err1)
+                run.append_metric({"event": "eval", "epoch": epoch + 1, "split": "val", **stage, **val_metrics},
+                                  sync=checkpoint_due)
                 line += f" | val loss {val_metrics['loss']:.4f} err {val_metrics['err1']:.2f}%"
                 if val_metrics["err1"] < best_err1:
                     best_err1, best_epoch = val_metrics["err1"], epoch + 1
-                    atomic_save({"model": model.state_dict(), "epoch": epoch + 1, "val": val_metrics,
-                                 "config": config.to_dict()}, run.file(BEST_FILE))
-            if (epoch + 1) % log_cfg.checkpoint_every == 0 or last_epoch:
-                atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                             "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "phase": phase.index,
-                             "objective": objective.state_dict(), "scaler": precision.state_dict(),
-                             "best_err1": best_err1, "best_epoch": best_epoch, "train_seconds": train_seconds,
-                             "rng": rng_state(), "config": config.to_dict()}, run.file(CHECKPOINT_FILE))
+                    # kept in memory and written with the next checkpoint (one save per checkpoint,
+                    # and best.pt always agrees with the best_err1 that checkpoint.pt resumes with)
+                    best_pending = {"model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+                                    "epoch": epoch + 1, "val": val_metrics, "config": config.to_dict()}
+            if checkpoint_due:
+                save_checkpoint(epoch + 1, phase.index)
             print(f"{line} | {seen / epoch_seconds:.0f} img/s", flush=True)
-            run.update_status(epoch=epoch + 1, heartbeat=now_iso(), last_loss=train_metrics["loss"],
-                              last_val_err1=val_metrics.get("err1"),
-                              best_val_err1=None if math.isinf(best_err1) else best_err1, **stage)
-            last_heartbeat = time.monotonic()
+            # status.json is rewritten at most every HEARTBEAT_SECONDS (and at the last epoch)
+            if last_epoch or time.monotonic() - last_status > HEARTBEAT_SECONDS:
+                run.update_status(epoch=epoch + 1, heartbeat=now_iso(), last_loss=train_metrics["loss"],
+                                  last_val_err1=val_metrics.get("err1"),
+                                  best_val_err1=None if math.isinf(best_err1) else best_err1, **stage)
+                last_status = time.monotonic()
     objective.close()
 
     # -- final test ----------------------------------------------------------------------
-    test_metrics = evaluate(model, test_loader, device, stop, precision, channels_last)
+    test_metrics = evaluate(step_model, test_loader, device, stop, precision, channels_last)
     run.append_metric({"event": "test", "epoch": train_cfg.epochs, "split": "test", **test_metrics})
     summary = {"params": net.params, "macs": net.macs, "dense_params": net.dense_params,
                "dense_macs": net.dense_macs, "method": net.method, "hp": net.hp,

@@ -1,0 +1,97 @@
+"""Per-step training figures kept on the device and read only at logging steps.
+
+Reading a loss with ``float(loss)`` or an error count with ``int(...)`` waits for the
+device to finish the step; doing it every step keeps a GPU idle between steps (issue 12).
+:class:`Tally` collects each step's mean loss, top-k hit counts and loss parts as device
+tensors and reads them in one transfer when a ``step`` line is due; the non-finite-loss
+check happens there too, and still names the exact step that went bad.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+
+def topk_hits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Hits of each rank 0..k-1 over the batch (k = min(5, classes)), on the device, no sync.
+
+    Top-k indices are distinct, so a sample hits at most one rank: top-1 misses are
+    ``n - hits[0]`` and top-5 misses ``n - hits.sum()``.
+    """
+    with torch.no_grad():
+        return logits.topk(min(5, logits.shape[1]), dim=1).indices.eq(targets.unsqueeze(1)).sum(dim=0)
+
+
+@dataclass
+class Window:
+    """The figures of the steps since the last read: sums over samples, host numbers."""
+
+    seen: int = 0
+    loss_sum: float = 0.0
+    miss1: int = 0
+    miss5: int = 0
+    parts: dict[str, float] = field(default_factory=dict)
+    bad_step: int | None = None  # offset (0-based) of the first step whose loss was not finite
+    bad_loss: float | None = None
+
+    def add(self, other: "Window") -> None:
+        """Fold ``other`` into this one (the epoch's running totals)."""
+        self.seen += other.seen
+        self.loss_sum += other.loss_sum
+        self.miss1 += other.miss1
+        self.miss5 += other.miss5
+        for key, value in other.parts.items():
+            self.parts[key] = self.parts.get(key, 0.0) + value
+
+
+class Tally:
+    """Device-side per-step figures; :meth:`read` syncs once and returns a :class:`Window`."""
+
+    def __init__(self) -> None:
+        self._losses: list[torch.Tensor] = []
+        self._hits: list[torch.Tensor] = []
+        self._counts: list[int] = []
+        self._parts: dict[str, list[torch.Tensor]] = {}
+        self._part_counts: dict[str, list[int]] = {}
+
+    def add(self, loss: torch.Tensor, hits: torch.Tensor, count: int, parts: dict[str, torch.Tensor]) -> None:
+        """Record one step: its mean loss, :func:`topk_hits`, batch size and loss parts (no sync)."""
+        self._losses.append(loss.detach())  # 0-dim; cast and stacked at read time
+        self._hits.append(hits)
+        self._counts.append(count)
+        for key, value in parts.items():
+            self._parts.setdefault(key, []).append(torch.as_tensor(value).detach())
+            self._part_counts.setdefault(key, []).append(count)
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+    def read(self) -> Window:
+        """Move the recorded steps to the host in one transfer and reset."""
+        if not self._counts:
+            return Window()
+        losses = torch.stack([loss.reshape(()).double() for loss in self._losses])
+        hits = torch.stack(self._hits).sum(0)
+        n = len(losses)
+        parts_keys = list(self._parts)
+        # one device->host copy of everything: losses, hit counts, then each part's values
+        flat = torch.cat([losses, hits.double().reshape(-1),
+                          *[torch.stack([v.reshape(()).double() for v in self._parts[key]]) for key in parts_keys]]).tolist()
+        step_losses, hit_counts = flat[:n], flat[n:n + hits.numel()]
+        seen = sum(self._counts)
+        window = Window(seen=seen, loss_sum=sum(l * c for l, c in zip(step_losses, self._counts)),
+                        miss1=seen - int(hit_counts[0]), miss5=seen - int(sum(hit_counts)))
+        offset = n + hits.numel()
+        for key in parts_keys:
+            values = flat[offset:offset + len(self._parts[key])]
+            offset += len(values)
+            window.parts[key] = sum(v * c for v, c in zip(values, self._part_counts[key]))
+        for index, value in enumerate(step_losses):
+            if not math.isfinite(value):
+                window.bad_step, window.bad_loss = index, value
+                break
+        self.__init__()
+        return window
