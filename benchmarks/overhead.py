@@ -49,6 +49,7 @@ def bare_run(config: Any) -> dict[str, float]:
     import torch.nn.functional as F
     from torch.utils.data import DataLoader
 
+    from lowrank.amp import Precision
     from lowrank.build import build_network
     from lowrank.data import build_datasets
     from lowrank.protocol import make_optimizer, plan_phases
@@ -69,15 +70,26 @@ def bare_run(config: Any) -> dict[str, float]:
     val_loader = DataLoader(data.val, batch_size=eval_bs, num_workers=config.data.workers, pin_memory=pin)
     test_loader = DataLoader(data.test, batch_size=eval_bs, num_workers=config.data.workers, pin_memory=pin)
     model = build_network(config, data.num_classes, data.input_shape, device=device).model
+    channels_last = train_cfg.channels_last and device.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    autocast = Precision(train_cfg.amp, device).autocast  # the same precision as the worker's
     steps = len(train_loader)
+
+    def to_device(images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        if channels_last and images.dim() == 4:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, targets
 
     def evaluate(loader: DataLoader) -> float:
         model.eval()
         wrong = total = 0
         with torch.no_grad():
             for images, targets in loader:
-                images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-                logits = model(images)
+                images, targets = to_device(images, targets)
+                with autocast():
+                    logits = model(images)
                 wrong += int((logits.argmax(1) != targets).sum())
                 total += len(targets)
         return 100.0 * wrong / total
@@ -90,8 +102,10 @@ def bare_run(config: Any) -> dict[str, float]:
             model.train()
             generator.manual_seed(train_cfg.seed * 1_000_003 + epoch)
             for images, targets in train_loader:
-                images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-                loss = F.cross_entropy(model(images), targets, label_smoothing=train_cfg.label_smoothing)
+                images, targets = to_device(images, targets)
+                with autocast():
+                    logits = model(images)
+                loss = F.cross_entropy(logits.float(), targets, label_smoothing=train_cfg.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

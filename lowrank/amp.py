@@ -1,6 +1,7 @@
 """Mixed precision for the trainer: autocast, the fp16 gradient scaler, clipping and the step.
 
-``train.amp``: ``off`` (float32), ``bf16`` or ``fp16`` autocast. On CUDA both are
+``train.amp``: ``off`` (float32), ``bf16`` or ``fp16`` autocast, or ``auto`` (bf16 on a CUDA
+device that supports it, else off). On CUDA both are
 honoured; fp16 also scales the loss with a :class:`torch.amp.GradScaler` (whose state is
 checkpointed, so a resumed run keeps its scale). On the CPU, ``bf16`` uses CPU autocast
 (slow on most CPUs, but it runs and tests the path) and ``fp16`` is refused with a clear
@@ -24,6 +25,8 @@ class Precision:
     """Everything the loop does differently under mixed precision, in one place."""
 
     def __init__(self, mode: str, device: torch.device) -> None:
+        if mode == "auto":  # bf16 where the GPU has it (Ampere and later); float32 on the CPU, where it is faster
+            mode = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "off"
         if mode == "fp16" and device.type != "cuda":
             raise UserError("train.amp=fp16 needs a CUDA device", key="train.amp",
                             hint="use --set train.amp=bf16 (CPU autocast) or off on the CPU")

@@ -5,17 +5,25 @@ C -> C channels on a B x C x H x W input; forward (under ``no_grad``) and forwar
 timed in the same run as the dense conv and reported as ratios to it (plus absolute ms).
 :func:`bench_acdc_linear` compares stacked ACDC with ``nn.Linear`` at N = 4096 on both forward
 paths (the research notes measured ACDC 70x slower than Linear with their DCT, Oct 2018).
-Timings are the best of ``repeat`` runs after a warm-up, with the candidates of one comparison
-timed in interleaved rounds (so background load hits all alike); CUDA is synchronised around each.
+Each candidate is timed with :class:`torch.utils.benchmark.Timer` (which synchronises CUDA and
+fixes the thread count) in ``repeat`` interleaved rounds after a warm-up, so background load hits
+all candidates of one comparison alike; the figure is the median over rounds, with the
+interquartile range as its spread.
 """
 
 from __future__ import annotations
 
+import logging
+import statistics
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn as nn
+
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "no CUDA runtime" on import
+from torch.utils import benchmark  # noqa: E402
 
 from lowrank.methods import ConvSpec, get_method, list_methods
 
@@ -39,38 +47,69 @@ def _forward_backward(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     return run
 
 
-def time_round_robin(fns: list[Callable[[], None]], device: torch.device, repeat: int) -> list[float]:
-    """Best-of-``repeat`` wall time (ms) of each function, timed in interleaved rounds after a warm-up.
+@dataclass(frozen=True)
+class Timing:
+    """Per-call wall time of one candidate over the interleaved rounds (milliseconds)."""
 
-    Interleaving puts every candidate under the same background load (a shared box), and the
-    minimum is the least-disturbed run, so ratios between candidates stay meaningful.
+    median_ms: float
+    iqr_ms: float  # interquartile range over rounds (0 with fewer than 2 rounds)
+    rounds: int
+
+
+BLOCK_SECONDS = 0.02  # each round times enough calls to fill about this long (timer resolution, noise)
+
+
+def time_round_robin(fns: list[Callable[[], None]], device: torch.device, repeat: int) -> list[Timing]:
+    """Median and spread of each function's per-call time, timed in interleaved rounds after a warm-up.
+
+    A round calls every candidate ``number`` times under ``torch.utils.benchmark.Timer``
+    (``number`` sized from the warm-up so a round lasts about ``BLOCK_SECONDS``). Interleaving
+    puts every candidate under the same background load (a shared box), so the ratios between
+    candidates of one run stay meaningful even when the absolute figures move.
     """
+    numbers = []
     for fn in fns:
+        fn()  # first call: lazy init, allocator, kernels
+        _sync(device)
+        start = time.perf_counter()
         fn()
-    _sync(device)
-    best = [float("inf")] * len(fns)
+        _sync(device)
+        numbers.append(max(1, min(1000, int(BLOCK_SECONDS / max(time.perf_counter() - start, 1e-6)))))
+    timers = [benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads()) for fn in fns]
+    per_call: list[list[float]] = [[] for _ in fns]
     for _ in range(max(1, repeat)):
-        for i, fn in enumerate(fns):
-            start = time.perf_counter()
-            fn()
-            _sync(device)
-            best[i] = min(best[i], (time.perf_counter() - start) * 1e3)
-    return best
+        for i, (timer, number) in enumerate(zip(timers, numbers)):
+            per_call[i].append(timer.timeit(number).mean * 1e3)
+    timings = []
+    for times in per_call:
+        quartiles = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
+        timings.append(Timing(statistics.median(times), quartiles[2] - quartiles[0], len(times)))
+    return timings
 
 
-def _timed_rows(rows: list[dict], modules: list[nn.Module], x: torch.Tensor, repeat: int) -> list[dict]:
-    """Fill fwd/fwd+bwd ms and the ratios to the first row into ``rows`` (one per module)."""
+def _timed_rows(rows: list[dict], modules: list[nn.Module], x: torch.Tensor, repeat: int,
+                progress: Callable[[str], None] | None = None) -> list[dict]:
+    """Fill fwd/fwd+bwd median ms, their IQR and the ratios to the first row into ``rows``."""
     fwd = time_round_robin([_forward(m, x) for m in modules], x.device, repeat)
+    if progress:
+        progress("fwd")
     fwd_bwd = time_round_robin([_forward_backward(m, x) for m in modules], x.device, repeat)
+    if progress:
+        progress("fwd+bwd")
     for row, module, f, fb in zip(rows, modules, fwd, fwd_bwd):
-        row.update(params=sum(p.numel() for p in module.parameters()), fwd_ms=f, fwdbwd_ms=fb,
-                   fwd_ratio=f / fwd[0], fwdbwd_ratio=fb / fwd_bwd[0])
+        row.update(params=sum(p.numel() for p in module.parameters()), fwd_ms=f.median_ms, fwd_iqr_ms=f.iqr_ms,
+                   fwdbwd_ms=fb.median_ms, fwdbwd_iqr_ms=fb.iqr_ms, rounds=f.rounds,
+                   fwd_ratio=f.median_ms / fwd[0].median_ms, fwdbwd_ratio=fb.median_ms / fwd_bwd[0].median_ms)
     return rows
 
 
 def bench_layers(channels: list[int], batches: list[int], device: str = "cpu", hw: int = 16,
-                 kernel: int = 3, repeat: int = 3, methods: list[str] | None = None) -> list[dict]:
-    """One row per (channels, batch, method): params, ms and ratio to the dense conv of the same run."""
+                 kernel: int = 3, repeat: int = 5, methods: list[str] | None = None,
+                 progress: Callable[[str], None] | None = None) -> list[dict]:
+    """One row per (channels, batch, method): params, ms and ratio to the dense conv of the same run.
+
+    ``progress`` is called after each timed pass (two per (channels, batch) group).
+    """
     dev = torch.device(device)
     names = methods or [m.name for m in list_methods()]
     names = ["dense"] + [n for n in names if n != "dense"]  # dense first: the reference for the ratios
@@ -93,12 +132,13 @@ def bench_layers(channels: list[int], batches: list[int], device: str = "cpu", h
                     continue
                 group.append(row)
                 modules.append(module)
-            rows += _timed_rows(group, modules, x, repeat)
+            rows += _timed_rows(group, modules, x, repeat, progress)
     return rows
 
 
 def bench_acdc_linear(n: int = 4096, batch: int = 128, layers: tuple[int, ...] = (1, 12),
-                      collapse_layers: tuple[int, ...] = (1,), device: str = "cpu", repeat: int = 3) -> list[dict]:
+                      collapse_layers: tuple[int, ...] = (1,), device: str = "cpu", repeat: int = 5,
+                      progress: Callable[[str], None] | None = None) -> list[dict]:
     """nn.Linear(n, n) vs StackedACDCLinear(n, n, L): the fast path for each L in ``layers``, the
     collapse path for each L in ``collapse_layers`` (building an n x n matrix per call is slow at
     n = 4096, which is why ``path='auto'`` avoids it there); ratios to the Linear."""
@@ -112,4 +152,4 @@ def bench_acdc_linear(n: int = 4096, batch: int = 128, layers: tuple[int, ...] =
     for count in collapse_layers:
         candidates.append((f"acdc L={count} collapse", StackedACDCLinear(n, n, count, path="collapse")))
     rows = [{"kind": "linear", "method": name, "n": n, "batch": batch, "device": str(dev)} for name, _ in candidates]
-    return _timed_rows(rows, [module.to(dev) for _, module in candidates], x, repeat)
+    return _timed_rows(rows, [module.to(dev) for _, module in candidates], x, repeat, progress)

@@ -135,8 +135,9 @@ class TrainConfig(Section):
     deterministic: bool = True  # deterministic algorithms (exact resume on CPU)
     drop_path_max: float = Field(0.0, ge=0, lt=1)  # drop-path prob. max * (epoch - 1) / epochs in epoch 1.. (DARTS)
     aux_weight: float = Field(0.0, ge=0)  # weight of the auxiliary head's CE (models returning (logits, aux))
-    amp: Literal["off", "bf16", "fp16"] = "off"  # autocast on CUDA; CPU: bf16 autocast, fp16 refused
-    channels_last: bool = False  # NHWC memory format for model and batches on CUDA; no-op on the CPU
+    amp: Literal["off", "bf16", "fp16", "auto"] = "off"  # autocast on CUDA; CPU: bf16 autocast, fp16 refused;
+    #   auto: bf16 on a CUDA device that supports it, off on the CPU (the presets where bf16 is known safe)
+    channels_last: Literal[True, False, "auto"] = False  # NHWC model and batches on CUDA; no-op on the CPU (auto = on)
     accumulate: int = Field(1, ge=1)  # micro-batches per step: each batch is split, gradients summed (BN sees chunks)
     compile: bool = False  # torch.compile the student for training and evaluation (first steps are slow)
 

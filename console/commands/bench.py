@@ -22,13 +22,14 @@ def _ints(text: str, option: str) -> list[int]:
 
 def _table(rows: list[dict], key: str, reference: str) -> list[str]:
     ratio = f"x {reference}"
-    lines = [f"{key:<22} {'params':>10} {'fwd ms':>9} {ratio:>8} {'fwd+bwd ms':>11} {ratio:>8}"]
+    lines = [f"{key:<22} {'params':>10} {'fwd ms':>9} {'±iqr':>6} {ratio:>8} {'fwd+bwd ms':>11} {'±iqr':>6} {ratio:>8}"]
     for row in rows:
         if "error" in row:
             lines.append(f"{row['method']:<22} error: {row['error']}")
             continue
-        lines.append(f"{row['method']:<22} {row['params']:>10,d} {row['fwd_ms']:>9.2f} {row['fwd_ratio']:>8.2f} "
-                     f"{row['fwdbwd_ms']:>11.2f} {row['fwdbwd_ratio']:>8.2f}")
+        lines.append(f"{row['method']:<22} {row['params']:>10,d} {row['fwd_ms']:>9.2f} {row['fwd_iqr_ms']:>6.2f} "
+                     f"{row['fwd_ratio']:>8.2f} {row['fwdbwd_ms']:>11.2f} {row['fwdbwd_iqr_ms']:>6.2f} "
+                     f"{row['fwdbwd_ratio']:>8.2f}")
     return lines
 
 
@@ -39,7 +40,7 @@ def layers(
     channels: Annotated[str, typer.Option(help="Comma-separated channel counts (in = out).")] = "64,256",
     batch: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "8,64",
     hw: Annotated[int, typer.Option(help="Input height = width.")] = 16,
-    repeat: Annotated[int, typer.Option(help="Timed rounds per measurement (best is kept).")] = 3,
+    repeat: Annotated[int, typer.Option(help="Interleaved timed rounds per measurement (median and IQR).")] = 5,
     methods: Annotated[str, typer.Option(help="Comma-separated methods (default: all registered).")] = "",
     linear_n: Annotated[int, typer.Option(help="N for ACDC vs nn.Linear (0 skips it).")] = 4096,
     linear_batch: Annotated[int, typer.Option(help="Batch for ACDC vs nn.Linear.")] = 128,
@@ -63,14 +64,24 @@ def layers(
             get_method(name)
         except KeyError as error:
             raise typer.BadParameter(str(error.args[0]), param_hint="--methods") from None
-    rows = bench_layers(chans, batches, device=device, hw=hw, repeat=repeat, methods=names)
-    if linear_n > 0:
-        rows += bench_acdc_linear(n=linear_n, batch=linear_batch, device=device, repeat=repeat)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    passes = 2 * len(chans) * len(batches) + (2 if linear_n > 0 else 0)  # fwd and fwd+bwd per group
+    # the bar goes to stderr (and only to a terminal), so --json and pipes get clean output
+    with Progress(TextColumn("bench"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("bench", total=passes)
+        tick = lambda _label: bar.advance(task)  # noqa: E731
+        rows = bench_layers(chans, batches, device=device, hw=hw, repeat=repeat, methods=names, progress=tick)
+        if linear_n > 0:
+            rows += bench_acdc_linear(n=linear_n, batch=linear_batch, device=device, repeat=repeat, progress=tick)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
     threads = f", {torch.get_num_threads()} threads" if device == "cpu" else ""
-    typer.echo(f"device: {device}{threads}; k=3 conv, stride 1, {hw}x{hw} input; best of {repeat}, interleaved")
+    typer.echo(f"device: {device}{threads}; k=3 conv, stride 1, {hw}x{hw} input; median of {repeat} interleaved "
+               f"rounds (torch.utils.benchmark), ±iqr = interquartile range")
     for ch in chans:
         for b in batches:
             group = [r for r in rows if r["kind"] == "conv" and r["channels"] == ch and r["batch"] == b]

@@ -43,7 +43,7 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
     train_cfg, log_cfg = config.train, config.log
     device = resolve_device(train_cfg.device)
     precision = Precision(train_cfg.amp, device)
-    channels_last = train_cfg.channels_last and device.type == "cuda"  # a no-op on the CPU
+    channels_last = train_cfg.channels_last in (True, "auto") and device.type == "cuda"  # a no-op on the CPU
     seed_everything(train_cfg.seed, train_cfg.deterministic)
     run.update_status(state="running", pid=os.getpid(), pgid=os.getpgid(0), started=now_iso(),
                       heartbeat=now_iso(), device=str(device), epochs=train_cfg.epochs, error=None,
@@ -101,7 +101,8 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
     run.update_status(**{k: facts[k] for k in ("params", "macs", "dense_params", "dense_macs", "method", "hp")},
                       epoch=start_epoch, steps_per_epoch=steps_per_epoch)
     run.append_metric({"event": "start", "epoch": start_epoch, "resumed": bool(resume and start_epoch),
-                       "device": str(device), "data": describe(data), "amp": train_cfg.amp,
+                       "device": str(device), "data": describe(data), "amp": precision.mode,
+                       "channels_last": channels_last,
                        "phases": [{"name": p.name, "epochs": p.epochs} for p in phases], **facts})
     print(f"{config.name}: {net.params:,} params ({net.params / net.dense_params:.3f} of dense), "
           f"{net.macs:,} mult-adds, device {device}, {len(data.train)} training images", flush=True)

@@ -143,3 +143,24 @@ def test_compiled_student_trains_on_cpu(home):
     assert abs(a["final_val_err1"] - b["final_val_err1"]) <= 10.0
     keys = torch.load(compiled.file("checkpoint.pt"), weights_only=False)["model"].keys()
     assert not any(k.startswith("_orig_mod") for k in keys)  # the plain module's state dict is saved
+
+
+def test_auto_precision_and_layout_are_fp32_nchw_on_the_cpu(home):
+    from lowrank.amp import Precision
+
+    assert Precision("auto", torch.device("cpu")).mode == "off"
+    run = make_run(["train.epochs=1", "train.amp=auto", "train.channels_last=auto"])
+    assert main([str(run.path)]) == 0
+    start = run.read_metrics()[0]
+    assert start["event"] == "start" and start["amp"] == "off" and start["channels_last"] is False
+    for preset in ("resnet9_dawn", "wrn28_10_teacher"):  # the dense-conv presets default to bf16 + NHWC on CUDA
+        train_cfg = load(REPO / "presets" / f"{preset}.yaml").train
+        assert (train_cfg.amp, train_cfg.channels_last) == ("auto", "auto")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
+def test_auto_precision_is_bf16_on_cuda():
+    from lowrank.amp import Precision
+
+    assert Precision("auto", torch.device("cuda")).mode == ("bf16" if torch.cuda.is_bf16_supported() else "off")

@@ -1,0 +1,60 @@
+"""The benchmark scripts run on a CPU: the GPU check skips its CUDA sections cleanly and writes its
+report; its throughput probe and the loop-overhead harness measure real runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def load_script(name: str):
+    """Import benchmarks/<name>.py as a module (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA behaviour")
+def test_gpu_check_without_cuda_writes_a_report_with_every_section_skipped(tmp_path):
+    out = tmp_path / "report.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--out", str(out)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    report = json.loads(out.read_text())
+    assert report["cuda"] is False and report["failed"] == []
+    for section in ("bench_layers", "throughput", "loop_overhead"):
+        assert "no CUDA" in report[section]["skipped"]
+    assert "skipped" in report["nvml_and_kill"] and "snapshot" in report["nvml_and_kill"]
+
+
+def test_throughput_probe_measures_training_steps_on_cpu():
+    gpu_check = load_script("gpu_check")
+    row = gpu_check.throughput("resnet9", {"width": 4}, "fp32", device="cpu", batch=4, steps=2, warmup=1,
+                               image_size=16)
+    assert row["img_per_s"] > 0 and row["peak_memory_mb"] is None and row["mode"] == "fp32"
+    row = gpu_check.throughput("resnet9", {"width": 4}, "bf16_cl", device="cpu", batch=4, steps=1, warmup=1,
+                               image_size=16)
+    assert row["img_per_s"] > 0
+
+
+def test_overhead_harness_and_bare_loop_do_the_same_training(home):
+    overhead = load_script("overhead")
+    result = overhead.measure("quickstart", ["train.epochs=2"], pairs=1, home=home, quiet=True)
+    row = result["rows"][0]
+    # same seed, same data order, same updates: the two loops reach the same test error
+    assert result["same_test_err1"], row
+    assert row["ratio"] == pytest.approx(row["harness"]["seconds"] / row["bare"]["seconds"])
+    assert result["ratio_min"] <= result["ratio_median"] <= result["ratio_max"]
