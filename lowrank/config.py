@@ -62,6 +62,15 @@ class DataConfig(Section):
     eval_batch_size: int | None = Field(None, ge=1, le=MAX_BATCH_SIZE)
     workers: int = Field(0, ge=0)
     pin_memory: bool = True  # only takes effect on CUDA
+    device: str | None = None  # keep the dataset on the training device and augment batches there (in-memory and
+    #   uint8 torchvision datasets): "cuda" for small models bound by DataLoader workers; None: the DataLoader
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str | None) -> str | None:
+        if value is not None and value not in ("cpu", "cuda") and not value.startswith("cuda:"):
+            raise ValueError(f"device must be cpu, cuda or cuda:N (or unset), not {value!r}")
+        return value
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     kwargs: dict[str, Any] = Field(default_factory=dict)  # dataset-specific, checked against the loader
 

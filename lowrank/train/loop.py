@@ -21,6 +21,7 @@ from ..rundir import BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, RunDir, now_iso
 from .checkpoint import atomic_save, load_checkpoint, rng_state, seed_everything, set_rng_state
 from .device import resolve_device, to_device
 from .evaluation import evaluate
+from .resident import ResidentLoader
 from .stop import StopFlag
 from .tally import Tally, Window, topk_hits
 
@@ -59,6 +60,14 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
     eval_bs = config.data.eval_batch_size or config.data.batch_size
     val_loader = DataLoader(data.val, batch_size=eval_bs, num_workers=config.data.workers, pin_memory=pin)
     test_loader = DataLoader(data.test, batch_size=eval_bs, num_workers=config.data.workers, pin_memory=pin)
+    if config.data.device is not None:  # the dataset on the device, batches gathered and augmented there
+        if torch.device(config.data.device).type != device.type:
+            raise UserError(f"data.device is {config.data.device} but the run trains on {device}",
+                            key="data.device", hint=f"set data.device={device.type} or leave it unset")
+        train_loader = ResidentLoader(data.train, config.data.batch_size, device, shuffle=True,
+                                      generator=loader_generator, augment=config.data.augment)
+        val_loader = ResidentLoader(data.val, eval_bs, device)
+        test_loader = ResidentLoader(data.test, eval_bs, device)
 
     # -- network, teacher, objective, phases ---------------------------------------------
     net = build_network(config, data.num_classes, data.input_shape, device=device)
