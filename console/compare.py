@@ -498,7 +498,7 @@ def resume_sweep(sweep_id: str, requirement: Mapping[str, Any] | None = None,
             state, old = status.get("state"), entry.get("run_id")
             action = {"method": entry["method"], "budget": entry.get("budget"), "seed": entry.get("seed"),
                       "run_id": old, "state": state, "action": "kept"}
-            if state in ("finished", "queued", "running", "skipped"):
+            if state in ("finished", "queued", "running", "skipped", "pruned"):
                 actions.append(action)
                 continue
             tags = _status_tags(sweep_id, entry["method"], entry.get("budget"), entry.get("seed"))

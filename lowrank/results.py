@@ -19,6 +19,9 @@ from typing import Any, Iterable
 from .rundir import CONFIG_FILE, RESULT_COLUMNS, RESULTS_FILE, RunDir, budget_of, file_lock, open_append
 
 
+ROW_STATES = ("finished", "pruned")  # the final states that get a results.csv row (a pruned trial: its best so far)
+
+
 def results_row(run: RunDir, status: dict[str, Any]) -> dict[str, Any]:
     """The row of a finished run, from its status (which holds the summary) and config."""
     from .run_files import load_config
@@ -27,7 +30,7 @@ def results_row(run: RunDir, status: dict[str, Any]) -> dict[str, Any]:
     train = config.get("train") or {}
     return {**{key: status.get(key) for key in RESULT_COLUMNS},
             "run_id": run.run_id, "name": config.get("name"), "sweep": status.get("sweep"),
-            "state": "finished", "model": (config.get("model") or {}).get("name"),
+            "state": status.get("state") if status.get("state") in ROW_STATES else "finished", "model": (config.get("model") or {}).get("name"),
             "dataset": (config.get("data") or {}).get("name"), "budget": budget_of(config, status),
             "epochs": train.get("epochs"), "seed": train.get("seed"),
             "ended": status.get("ended"), "run_dir": str(run.path)}
@@ -66,7 +69,7 @@ def write_result(run: RunDir, status: dict[str, Any], home: Path | None = None) 
 
 def owes_row(status: dict[str, Any]) -> bool:
     """A finished run whose results row may be missing (its worker died before confirming it)."""
-    return status.get("state") == "finished" and status.get("results_written") is False
+    return status.get("state") in ROW_STATES and status.get("results_written") is False
 
 
 def repair_results(runs: Iterable[tuple[RunDir, dict[str, Any]]], home: Path | None = None) -> list[str]:

@@ -35,8 +35,9 @@ import yaml
 
 from .run_files import MAX_LINE_BYTES, UNREADABLE, load_status, parse_lines
 
-STATES = ("queued", "running", "finished", "failed", "killed")
-FINAL_STATES = ("finished", "failed", "killed")
+# pruned: a tuning trial its study's pruner stopped at an epoch boundary (lowrank/trial.py)
+STATES = ("queued", "running", "finished", "failed", "killed", "pruned")
+FINAL_STATES = ("finished", "failed", "killed", "pruned")
 
 CONFIG_FILE = "config.yaml"
 STATUS_FILE = "status.json"
@@ -175,8 +176,13 @@ class RunDir:
     # -- creation ---------------------------------------------------------------------
     @classmethod
     def create(cls, config: dict[str, Any], *, home: Path | None = None,
-               run_id: str | None = None, extra_status: dict[str, Any] | None = None) -> "RunDir":
-        """Make a new run directory holding the resolved config and a ``queued`` status."""
+               run_id: str | None = None, extra_status: dict[str, Any] | None = None,
+               files: dict[str, str] | None = None) -> "RunDir":
+        """Make a new run directory holding the resolved config and a ``queued`` status.
+
+        ``files``: more files (name -> text, e.g. a trial's tune.json) written before
+        status.json, so no scheduler can start the run before they exist.
+        """
         root = runs_root(home)
         root.mkdir(parents=True, exist_ok=True)
         run_id = run_id or new_run_id(str(config.get("name", "run")))
@@ -184,6 +190,8 @@ class RunDir:
         path.mkdir(parents=False, exist_ok=False)
         run = cls(path)
         atomic_write_text(run.file(CONFIG_FILE), yaml.safe_dump(config, sort_keys=False))
+        for name, text in (files or {}).items():
+            atomic_write_text(run.file(name), text)
         status = {"run_id": run_id, "name": config.get("name", run_id), "state": "queued",
                   "created": now_iso(), "host": socket.gethostname(),
                   "epoch": 0, "epochs": config.get("train", {}).get("epochs")}

@@ -26,7 +26,7 @@ import typer
 from typer.core import TyperGroup
 
 POLL_SECONDS = 1.0
-STATE_STYLE = {"running": "cyan", "queued": "blue", "finished": "green", "failed": "red", "killed": "yellow",
+STATE_STYLE = {"running": "cyan", "queued": "blue", "finished": "green", "failed": "red", "killed": "yellow", "pruned": "dark_orange",
                "vanished": "red", "skipped": "dim", "unreadable": "magenta"}
 
 

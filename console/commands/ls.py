@@ -9,7 +9,7 @@ import typer
 
 from lowrank.run_files import UNREADABLE
 
-STATE_STYLE = {"running": "cyan", "queued": "blue", "finished": "green", "failed": "red", "killed": "yellow",
+STATE_STYLE = {"running": "cyan", "queued": "blue", "finished": "green", "failed": "red", "killed": "yellow", "pruned": "dark_orange",
                UNREADABLE: "magenta"}
 
 

@@ -173,7 +173,7 @@ def _print_summary(run_dir, status: dict, as_json: bool) -> None:
 
     from console.safe_text import clean, clean_block
 
-    colour = {"finished": "green", "killed": "yellow"}.get(status.get("state"), "red")
+    colour = {"finished": "green", "killed": "yellow", "pruned": "yellow"}.get(status.get("state"), "red")
     typer.secho(f"\n{clean(status.get('state'))}: {clean(status.get('name'))}", fg=colour, bold=True)
     if status.get("params") is not None:
         ratio = status["params"] / status["dense_params"] if status.get("dense_params") else float("nan")

@@ -205,11 +205,11 @@ class LowrankConsole(RunActions, App[None]):
         self.filter_bar.open()
 
     def action_cycle_state(self) -> None:
-        """Cycle the filter's state: all -> running -> queued -> finished -> failed -> killed -> all."""
+        """Cycle the filter's state: all -> running -> queued -> finished -> failed -> killed -> pruned -> all."""
         bar = self.filter_bar
         words = bar.value.split()
         current = next((w.removeprefix("state:") for w in words if w.removeprefix("state:") in STATES), None)
-        cycle = [None, "running", "queued", "finished", "failed", "killed"]
+        cycle = [None, "running", "queued", "finished", "failed", "killed", "pruned"]
         following = cycle[(cycle.index(current) + 1) % len(cycle)]
         words = [w for w in words if w.removeprefix("state:") not in STATES] + ([following] if following else [])
         bar.value = " ".join(words)

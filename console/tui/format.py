@@ -84,7 +84,7 @@ def clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
 STATE_STYLES = {"running": "bold green", "queued": "cyan", "finished": "blue", "failed": "bold red",
-                "killed": "yellow"}
+                "killed": "yellow", "pruned": "dark_orange"}
 
 
 def duration(seconds: float | None) -> str:

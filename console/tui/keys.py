@@ -11,7 +11,7 @@ KEYS: tuple[tuple[str, str, str], ...] = (
     ("l", "log", "full log of the highlighted run (follows new lines)"),
     ("c", "compare", "compare the selected runs, or the highlighted run's family (sweep, or model + dataset)"),
     ("/", "filter", "filter runs: words match id/name/model/method; running, failed... keep those states"),
-    ("f", "cycle_state", "cycle a state filter: all, running, queued, finished, failed, killed"),
+    ("f", "cycle_state", "cycle a state filter: all, running, queued, finished, failed, killed, pruned"),
     ("space", "toggle_mark", "select / unselect the highlighted run and move down"),
     ("a", "mark_all", "select every run shown (again: unselect them)"),
     ("escape", "clear_marks", "clear the selection"),

@@ -18,6 +18,7 @@ from ..amp import Precision
 from ..config import from_dict
 from ..errors import UserError
 from ..rundir import BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, RunDir, now_iso
+from ..trial import Pruned, TrialReporter
 from .checkpoint import atomic_save, load_checkpoint, rng_state, seed_everything, set_rng_state
 from .device import resolve_device, to_device
 from .evaluation import evaluate
@@ -49,6 +50,7 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
     run.update_status(state="running", pid=os.getpid(), pgid=os.getpgid(0), started=now_iso(),
                       heartbeat=now_iso(), device=str(device), epochs=train_cfg.epochs, error=None,
                       exit_code=None, ended=None)
+    reporter = TrialReporter.for_run(run.path)  # None unless `lowrank tune` made this run a trial (tune.json)
 
     # -- data ------------------------------------------------------------------------
     data = build_datasets(config.data)
@@ -226,7 +228,8 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
             checkpoint_due = (epoch + 1) % log_cfg.checkpoint_every == 0 or last_epoch
             line = (f"epoch {epoch + 1}/{train_cfg.epochs}{' ' + phase.name if stage else ''} "
                     f"train loss {train_metrics['loss']:.4f} err {train_metrics['err1']:.2f}%")
-            if (epoch + 1) % log_cfg.eval_every == 0 or last_epoch:
+            evaluated = (epoch + 1) % log_cfg.eval_every == 0 or last_epoch
+            if evaluated:
                 val_metrics = evaluate(step_model, val_loader, device, stop, precision, channels_last)
                 # durable before the checkpoint that records its outcome (best_err1)
                 run.append_metric({"event": "eval", "epoch": epoch + 1, "split": "val", **stage, **val_metrics},
@@ -247,6 +250,19 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
                                   last_val_err1=val_metrics.get("err1"),
                                   best_val_err1=None if math.isinf(best_err1) else best_err1, **stage)
                 last_status = time.monotonic()
+            # -- a trial: report this evaluation; the pruner may stop the run here ---------------
+            if reporter is not None and evaluated:
+                try:
+                    reporter.report(epoch + 1, val_metrics, best_err1, may_prune=not last_epoch)
+                except Pruned as pruned:
+                    if not checkpoint_due:
+                        save_checkpoint(epoch + 1, phase.index)  # a clean epoch boundary: resumable
+                    pruned.summary = {**{key: facts[key] for key in ("params", "macs", "dense_params", "dense_macs",
+                                                                     "method", "hp")},
+                                      "epoch": epoch + 1, "last_loss": train_metrics["loss"],
+                                      "final_val_err1": val_metrics.get("err1"), "best_val_err1": best_err1,
+                                      "best_epoch": best_epoch, "train_seconds": train_seconds, **teacher_facts}
+                    raise
     objective.close()
 
     # -- final test ----------------------------------------------------------------------

@@ -20,6 +20,7 @@ from ..errors import UserError
 from ..faults import fault_point
 from ..results import write_result
 from ..rundir import CONFIG_FILE, RunDir, now_iso
+from ..trial import Pruned
 from .stop import StopFlag, StopRequested
 
 
@@ -49,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         run.update_status(state="killed", ended=now_iso(), exit_code=code, error=f"stopped by {stopped}")
         print(f"stopped by {stopped}", flush=True)
         return code
+    except Pruned as pruned:  # a trial the study's pruner stopped at an epoch boundary: a clean end
+        return _pruned(run, pruned)
     except (NonFiniteLoss, UserError) as error:
         run.append_metric({"event": "end", "state": "failed", "error": str(error)})
         run.update_status(state="failed", ended=now_iso(), exit_code=1, error=str(error))
@@ -71,3 +74,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"finished: test err {summary['test_err1']:.2f}% (best val {summary['best_val_err1']:.2f}%)", flush=True)
     return 0
 
+
+
+def _pruned(run: RunDir, pruned: Pruned) -> int:
+    """Record the final state ``pruned`` (with the summary so far) and its results.csv row; exit 0."""
+    summary = getattr(pruned, "summary", {})
+    run.append_metric({"event": "end", "state": "pruned", "pruned_epoch": pruned.epoch, "value": pruned.value,
+                       **summary})
+    status = run.update_status(state="pruned", ended=now_iso(), exit_code=0, error=None, pruned_epoch=pruned.epoch,
+                               results_written=False, **summary)
+    write_result(run, status)
+    run.update_status(results_written=True)
+    print(f"pruned: {pruned}", flush=True)
+    return 0
