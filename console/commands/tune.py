@@ -12,7 +12,6 @@ Shape (a Typer group whose default command is ``run``)::
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any, Optional
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lowrank.rundir import RunDir, lowrank_home, read_json, runs_root
+from lowrank.rundir import RunDir, read_json, runs_root
 from lowrank.run_files import number
 
 from .study import manifest_path, study_names

@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from lowrank.rundir import RESULTS_FILE, RunDir, read_jsonl
