@@ -34,7 +34,7 @@ from .runs_table import RunsTable
 from .watch import HostReader, MetricsCache, RunRecord, RunWatcher, gpu_runs, log_path
 
 DEBOUNCE_SECONDS = 0.12
-MAIN_ONLY = {"launch", "kill", "relaunch", "log", "compare", "filter", "cycle_state", "toggle_mark", "next_tab", "mark_all", "clear_marks", "pick_sort", "reverse_sort"}
+MAIN_ONLY = {"studies", "launch", "kill", "relaunch", "log", "compare", "filter", "cycle_state", "toggle_mark", "next_tab", "mark_all", "clear_marks", "pick_sort", "reverse_sort"}
 
 
 def console_commands() -> type:
@@ -56,7 +56,7 @@ class LowrankConsole(RunActions, App[None]):
     BINDINGS = [
         Binding("n", "launch", "Launch"), Binding("x", "kill", "Kill"), Binding("K", "kill", "Kill", show=False),
         Binding("r", "relaunch", "Relaunch"),
-        Binding("l", "log", "Log"), Binding("c", "compare", "Compare"), Binding("slash", "filter", "Filter"),
+        Binding("l", "log", "Log"), Binding("c", "compare", "Compare"), Binding("T", "studies", "Studies", show=False), Binding("slash", "filter", "Filter"),
         Binding("f", "cycle_state", "State filter", show=False), Binding("t", "next_tab", "Tab", show=False),
         Binding("question_mark", "help", "Help"), Binding("q", "quit", "Quit"),
     ]
@@ -264,6 +264,12 @@ class LowrankConsole(RunActions, App[None]):
             self.notify(f"no finished runs in {label} yet", severity="warning")
             return
         self.push_screen(CompareScreen(label, runs))
+
+    def action_studies(self) -> None:
+        """Hyperparameter studies and their trials (read from manifests and run statuses)."""
+        from .studies_screen import StudiesScreen
+
+        self.push_screen(StudiesScreen(self.home))
 
 
 def run_app(home: Path | str | None = None) -> None:

@@ -10,6 +10,7 @@ KEYS: tuple[tuple[str, str, str], ...] = (
     ("r", "relaunch", "relaunch the selected run(s): a new run from the same config, or resume"),
     ("l", "log", "full log of the highlighted run (follows new lines)"),
     ("c", "compare", "compare the selected runs, or the highlighted run's family (sweep, or model + dataset)"),
+    ("T", "studies", "hyperparameter studies (lowrank tune) and their trials"),
     ("/", "filter", "filter runs: words match id/name/model/method; running, failed... keep those states"),
     ("f", "cycle_state", "cycle a state filter: all, running, queued, finished, failed, killed, pruned"),
     ("space", "toggle_mark", "select / unselect the highlighted run and move down"),

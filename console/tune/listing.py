@@ -18,6 +18,7 @@ from .study import manifest_path, study_names
 
 def study_trials(manifest: dict[str, Any], home: Path | None = None) -> list[dict[str, Any]]:
     """One row per trial the manifest knows: number, run, state, value, epoch, params."""
+    home = Path(home) if home else None
     metric = manifest.get("metric") or "best_val_err1"
     rows = []
     trials = manifest.get("trials") or {}
@@ -36,6 +37,7 @@ def study_trials(manifest: dict[str, Any], home: Path | None = None) -> list[dic
 
 def list_studies(home: Path | None = None) -> list[dict[str, Any]]:
     """One summary per study, oldest first: name, preset, space, metric, pruner, trial states, best."""
+    home = Path(home) if home else None
     out = []
     for name in study_names(home):
         manifest = read_json(manifest_path(name, home))
