@@ -2,8 +2,9 @@
 
 A trial is an ordinary run directory; launching it is the backend's business, behind one
 function ``submit(run, requirement)``. ``local`` is the scheduler of this home
-(:func:`console.scheduler.submit`); ``slurm`` is the cluster backend of
-``console/backends/slurm.py`` when it is installed. The worker finds everything it needs
+(:func:`console.scheduler.submit`); ``slurm`` queues a run whose status.json names
+``backend: slurm`` (set when the run is created), which the backends layer of issue 13
+(``console.backends``: a run's ``backend`` names its entry) starts on the cluster. The worker finds everything it needs
 for pruning in the run directory (tune.json), so it behaves the same on every backend.
 """
 
@@ -17,35 +18,35 @@ from typing import Any, Callable
 from lowrank.errors import UserError
 from lowrank.registry import Registry
 
-SLURM_MODULE = "console.backends.slurm"
-
-
 def _local(run, requirement) -> None:
     from console.scheduler import submit
 
     submit(run, requirement)
 
 
-def _slurm_module():
-    if importlib.util.find_spec("console.backends") is None or importlib.util.find_spec(SLURM_MODULE) is None:
-        raise UserError("--backend slurm is not available: the Slurm backend (console/backends/slurm.py, "
-                        "issue 13) has not landed in this version of lowrank", key="--backend",
-                        hint="use --backend local")
-    return importlib.import_module(SLURM_MODULE)
+def _slurm_available() -> None:
+    """The Slurm backend is registered in ``console.backends`` (issue 13), or one UserError."""
+    registry = None
+    if importlib.util.find_spec("console.backends") is not None:
+        registry = getattr(importlib.import_module("console.backends"), "REGISTRY", None)
+    if not registry or "slurm" not in registry:
+        raise UserError("--backend slurm is not available: the Slurm backend (console/backends/, issue 13) has "
+                        "not landed in this version of lowrank", key="--backend", hint="use --backend local")
 
 
 def _slurm(run, requirement) -> None:
-    module = _slurm_module()
-    submit = getattr(module, "submit", None)
-    if submit is None:
-        raise UserError(f"{SLURM_MODULE} has no submit(run, requirement)", key="--backend", hint="use --backend local")
+    """A run whose status says ``backend: slurm`` goes through the same queue; the backends
+    layer (console.backends: a run's ``backend`` field names its entry) starts it on Slurm."""
+    _slurm_available()
+    from console.scheduler import submit
+
     submit(run, requirement)
 
 
 BACKENDS: Registry[Callable[[Any, Any], None]] = Registry("backend")
 BACKENDS.add("local", _local)
 BACKENDS.add("slurm", _slurm)
-AVAILABLE: dict[str, Callable[[], Any]] = {"local": lambda: None, "slurm": _slurm_module}
+AVAILABLE: dict[str, Callable[[], Any]] = {"local": lambda: None, "slurm": _slurm_available}
 
 
 def check_backend(name: str) -> str:

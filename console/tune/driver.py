@@ -190,7 +190,8 @@ def start_trial(manifest: Mapping[str, Any], trial, home: Path) -> str:
             "trial_number": number, "metric": manifest["metric"], "pruner": manifest["pruner"], "params": params}
     run = RunDir.create(config, home=home, files={TUNE_FILE: json.dumps(tune, indent=2)}, extra_status={
         "preset": manifest.get("preset"), "study": manifest["study"], "trial": number, "tune_params": params,
-        "tune_budget": manifest.get("budget"), "requirement": need.to_dict()})
+        "tune_budget": manifest.get("budget"), "requirement": need.to_dict(),
+        **({"backend": manifest["backend"]} if manifest.get("backend") not in (None, "local") else {})})
     trial.set_user_attr("run_id", run.run_id)
     studies.record_trial(manifest["study"], number, run.run_id, home, params=params)
     submit_trial(manifest.get("backend") or "local", run, need)
