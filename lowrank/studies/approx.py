@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import sys
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Callable
@@ -181,6 +183,20 @@ def _safe_fit(variant: Variant, settings: ApproxSettings) -> dict:
                 "note": f"not built: {error}"}
 
 
+def _die_with_parent() -> None:
+    """Pool initializer: a worker gets SIGKILL when the study process dies (Linux
+    prctl(PR_SET_PDEATHSIG)), so a killed ``lowrank study`` leaves no fitting process behind."""
+    torch.set_num_threads(1)
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(1)
+
+
 def _signature(variant: Variant, n: int) -> tuple | None:
     """What makes two variants the same layer at N x N: class, parameter shapes and the effective
     matrix at the same seed (``separable`` is ``dense`` on a 1x1, ``sep_hashed`` is ``hashed``)."""
@@ -229,7 +245,8 @@ def _run_study(variants: list[Variant], settings: ApproxSettings, progress: Call
 
         # the costliest first, so the two workers finish together
         order = sorted(todo, key=lambda i: -(variants[i].params(settings.n) or 0))
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_die_with_parent) as pool:
             futures = {pool.submit(_safe_fit, variants[i], settings): i for i in order}
             for future in as_completed(futures):
                 results[futures[future]] = future.result()

@@ -67,3 +67,25 @@ def test_bad_input_is_one_line_and_exit_2(args, needle):
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert needle in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_killed_study_leaves_no_worker_process():
+    import signal
+    import time
+
+    import psutil
+
+    proc = subprocess.Popen([sys.executable, "-m", "console.cli", "study", "approx", "--method", "acdc",
+                             "--hp", "acdc=8,16,32", "--steps", "100000", "--jobs", "2", "--json"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parent = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 240
+    workers: list[psutil.Process] = []
+    while time.monotonic() < deadline and len(workers) < 2:
+        workers = [c for c in parent.children(recursive=True) if "spawn" in " ".join(c.cmdline())]
+        time.sleep(0.5)
+    assert len(workers) == 2, "the study never started its two workers"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    gone, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive, [p.pid for p in alive]
