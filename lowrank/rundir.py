@@ -33,6 +33,7 @@ from typing import IO, Any, Iterator
 
 import yaml
 
+from .provenance import launch_provenance
 from .run_files import MAX_LINE_BYTES, UNREADABLE, load_status, parse_lines
 
 # pruned: a tuning trial its study's pruner stopped at an epoch boundary (lowrank/trial.py)
@@ -194,7 +195,8 @@ class RunDir:
             atomic_write_text(run.file(name), text)
         status = {"run_id": run_id, "name": config.get("name", run_id), "state": "queued",
                   "created": now_iso(), "host": socket.gethostname(),
-                  "epoch": 0, "epochs": config.get("train", {}).get("epochs")}
+                  "epoch": 0, "epochs": config.get("train", {}).get("epochs"),
+                  "provenance": launch_provenance()}  # what code ran (lowrank/provenance.py)
         status.update(extra_status or {})
         atomic_write_text(run.file(STATUS_FILE), json.dumps(status, indent=2))
         return run

@@ -11,6 +11,8 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Static, TabbedContent, TabPane
 
+from lowrank.provenance import provenance_lines
+
 from console.safe_text import clean, clean_block, visible
 
 from .curves import CurvesView
@@ -41,6 +43,9 @@ def status_text(record: Any) -> Text:
         if status.get(key) not in (None, "", []):
             out.append(f"{label:<16}", style="dim")
             out.append(f"{clean(status[key])}\n")
+    for label, value in provenance_lines(status.get("provenance")):  # what code ran (lowrank/provenance.py)
+        out.append(f"{label:<16}", style="dim")
+        out.append(f"{clean(value)}\n")
     out.append(f"{'id':<16}", style="dim")
     out.append(f"{info.run_id}\n")
     out.append(f"{'dir':<16}", style="dim")

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from ..amp import Precision
 from ..config import from_dict
 from ..errors import UserError
+from ..provenance import record_runtime
 from ..rundir import BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, RunDir, now_iso
 from ..trial import Pruned, TrialReporter
 from .checkpoint import atomic_save, load_checkpoint, rng_state, seed_everything, set_rng_state
@@ -51,6 +52,7 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
                       heartbeat=now_iso(), device=str(device), epochs=train_cfg.epochs, error=None,
                       exit_code=None, ended=None)
     reporter = TrialReporter.for_run(run.path)  # None unless `lowrank tune` made this run a trial (tune.json)
+    record_runtime(run)  # torch/CUDA/cuDNN versions and GPU names into status provenance
 
     # -- data ------------------------------------------------------------------------
     data = build_datasets(config.data)

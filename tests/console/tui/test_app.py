@@ -155,6 +155,9 @@ async def test_detail_tabs_and_status(family_home):
         await loaded(pilot, app, 6)
         await pilot.press("down")  # the failed run: its error is shown
         await settle(pilot, lambda: "non-finite loss" in str(app.query_one("#status-text").content), what="error")
+        shown = str(app.query_one("#status-text").content)
+        assert "0123456789ab (dirty)" in shown and "lowrank run presets/wrn.yaml" in shown  # provenance
+        assert "NVIDIA H200" in shown and "fedcba987654" in shown
         await pilot.press("t")
         assert app.query_one("#detail-tabs").active == "tab-config"
         assert "resnet9" in str(app.query_one("#config-text").content)

@@ -22,6 +22,11 @@ from lowrank.rundir import RunDir
 
 T0 = dt.datetime(2024, 3, 1, 12, 0, 0, tzinfo=dt.timezone.utc).timestamp()  # every run starts here
 NOW = T0 + 3600.0  # the console's clock in tests: one hour later
+PROVENANCE = {"command": "lowrank run presets/wrn.yaml", "cwd": "/home/me/study",
+              "repo": {"root": "/home/me/study", "commit": "0123456789abcdef0123", "dirty": True},
+              "lowrank": {"version": "0.1.0", "path": "/src/lowrank", "commit": "fedcba9876543210fedc", "dirty": False},
+              "python": "3.11.7", "host": "testhost", "torch": "2.4.0", "cuda": "12.4", "cudnn": "9.1.0",
+              "gpu_names": ["NVIDIA H200"], "worker_host": "testhost", "worker_python": "3.11.7"}  # fixed: snapshots
 
 
 def iso(seconds: float) -> str:
@@ -37,7 +42,7 @@ def make_run(home: Path, run_id: str, *, state: str = "finished", name: str | No
     name = name or run_id.split("-", 2)[-1].rsplit("-", 1)[0]
     config = {"name": name, "model": {"name": model, "kwargs": {"depth": 16}}, "data": {"name": dataset},
               "substitute": {"method": method, "budget": budget}, "train": {"epochs": epochs, "device": "cpu"}}
-    run = RunDir.create(config, home=home, run_id=run_id, extra_status={"host": host, **({"sweep": sweep} if sweep else {})})
+    run = RunDir.create(config, home=home, run_id=run_id, extra_status={"host": host, "provenance": PROVENANCE, **({"sweep": sweep} if sweep else {})})
     done = epochs if epoch is None and state == "finished" else (epoch or 0)
     for e in range(1, done + 1):
         loss = 2.0 * (err / 8.0) / e ** 0.5
