@@ -22,10 +22,38 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every command
 )
 
+
+def _flags_without_type(option_class: type) -> None:
+    """Typer >= 0.16 shows ``<bool>`` beside every flag (even ``--help``); a flag takes no value."""
+    shown = getattr(option_class, "display_type_rich", None)
+    if shown is None:
+        return
+
+    def display_type_rich(self, ctx):  # noqa: ANN001 -- typer's signature
+        return None if getattr(self, "is_flag", False) else shown(self, ctx)
+
+    option_class.display_type_rich = display_type_rich
+
+
+_flags_without_type(getattr(typer.core, "TyperOption", object))
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from lowrank import __version__
+
+        typer.echo(f"lowrank {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(False, "--version", "-V", callback=_print_version, is_eager=True,
+                                 help="print the version and exit"),
+) -> None:
     """Train compressed CNNs at matched parameter budgets; launch, watch and compare runs."""
 
 

@@ -69,6 +69,9 @@ class PlanEntry:
     problem: str | None = None  # why this entry cannot run (e.g. the budget is out of the method's reach)
     hint: str | None = None
     run_id: str | None = None
+    grid: dict[str, str] = dataclasses.field(default_factory=dict)  # this entry's --grid values (KEY -> value)
+    dense_params: int | None = None  # of this entry's grid point (a width grid changes the dense network)
+    dense_macs: int | None = None
     history: list[str] = dataclasses.field(default_factory=list)  # earlier run ids of this entry (resume)
     config: dict[str, Any] | None = None  # the resolved config the run gets (hp pinned)
 
@@ -97,6 +100,7 @@ class SweepPlan:
     dense_macs: int
     entries: list[PlanEntry]
     notes: list[str] = dataclasses.field(default_factory=list)
+    grid: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # --grid KEY -> values (cartesian)
 
     @property
     def problems(self) -> list[PlanEntry]:
@@ -110,7 +114,7 @@ class SweepPlan:
     def to_dict(self, with_config: bool = False) -> dict[str, Any]:
         data = {key: getattr(self, key) for key in ("preset", "overrides", "methods", "budgets", "seeds", "name",
                                                      "model", "dataset", "num_classes", "dense_params",
-                                                     "dense_macs", "notes")}
+                                                     "dense_macs", "notes", "grid")}
         data["input_shape"] = list(self.input_shape)
         data["entries"] = [entry.to_dict(with_config) for entry in self.entries]
         return data
@@ -154,6 +158,69 @@ def _check_budgets(budgets: Sequence[float]) -> list[float]:
     return sorted(out)
 
 
+# keys a sweep sets itself: a --grid over them would fight the method x budget x seed axes
+SWEEP_AXES = ("substitute.method", "substitute.budget", "substitute.budget_params", "substitute.hp",
+              "train.seed", "name")
+
+
+def _split_values(text: str) -> list[str]:
+    """``0.1,0.2`` -> ``["0.1", "0.2"]``; commas inside ``[...]``/``{...}`` stay (``[60,120],[30,60]``)."""
+    out, depth, current = [], 0, ""
+    for char in text:
+        if char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+        if char == "," and depth == 0:
+            out.append(current.strip())
+            current = ""
+        else:
+            current += char
+    out.append(current.strip())
+    return out
+
+
+def parse_grid(texts: Sequence[str]) -> dict[str, list[str]]:
+    """``["train.weight_decay=1e-4,5e-4", ...]`` -> ``{"train.weight_decay": ["1e-4", "5e-4"], ...}``.
+
+    Each value is YAML-typed later, exactly as ``--set KEY=VALUE`` is; the config check of
+    every grid point names the key and value that is wrong.
+    """
+    grid: dict[str, list[str]] = {}
+    for text in texts:
+        key, sep, values = text.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UserError(f"expected KEY=V1,V2,..., got {text!r}", key="--grid",
+                            hint="e.g. --grid train.weight_decay=1e-4,5e-4")
+        if key in SWEEP_AXES:
+            raise UserError(f"{key} is one of the sweep's own axes", key="--grid",
+                            hint="methods, budgets and seeds have --methods, --budgets and --seeds")
+        if key in grid:
+            raise UserError(f"{key} is given twice", key="--grid", hint="give each key once with all its values")
+        parts = _split_values(values)
+        if any(not part for part in parts):
+            raise UserError(f"empty value in {text!r}", key="--grid", hint="e.g. --grid model.kwargs.width=8,16")
+        grid[key] = list(dict.fromkeys(parts))
+    return grid
+
+
+def grid_points(grid: Mapping[str, Sequence[str]]) -> list[dict[str, str]]:
+    """Every combination of the grid's values (one empty point without a grid), in order."""
+    import itertools
+
+    keys = list(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[key] for key in keys))]
+
+
+def grid_label(point: Mapping[str, Any] | None) -> str:
+    """``{"train.weight_decay": "5e-4"}`` -> ``weight_decay=5e-4`` (full keys when leaves clash)."""
+    point = dict(point or {})
+    leaves = [key.rsplit(".", 1)[-1] for key in point]
+    return " ".join(f"{key.rsplit('.', 1)[-1] if leaves.count(key.rsplit('.', 1)[-1]) == 1 else key}={value}"
+                    for key, value in point.items())
+
+
 def _load_for(preset: Path, overrides: list[str], method: str, budget: float | None, notes: list[str]):
     """The preset with ``method`` at ``budget`` (hp/budget_params cleared), validated.
 
@@ -176,8 +243,13 @@ def _load_for(preset: Path, overrides: list[str], method: str, budget: float | N
 
 
 def plan_sweep(preset: str | Path, methods: Sequence[str], budgets: Sequence[float],
-               seeds: int | Sequence[int] | None = 1, overrides: Sequence[str] = ()) -> SweepPlan:
-    """Expand a sweep into entries, solving each (method, budget) on the meta device.
+               seeds: int | Sequence[int] | None = 1, overrides: Sequence[str] = (),
+               grid: Mapping[str, Sequence[str]] | None = None) -> SweepPlan:
+    """Expand a sweep into entries, solving each (grid point, method, budget) on the meta device.
+
+    ``grid``: extra keys to sweep (``--grid KEY=V1,V2``), cartesian with methods x budgets x
+    seeds; each grid point's budgets are fractions of *its* dense network, so a width or
+    weight-decay study stays budget-matched.
 
     ``seeds``: a count (consecutive from the preset's ``train.seed``) or explicit seeds.
     A bad preset or override raises ConfigError; an unreachable budget does not raise --
@@ -196,6 +268,10 @@ def plan_sweep(preset: str | Path, methods: Sequence[str], budgets: Sequence[flo
     budget_list = _check_budgets(budgets)
     if with_hp and not budget_list:
         raise UserError(f"{', '.join(with_hp)} need(s) budgets", key="--budgets", hint="e.g. --budgets 0.05,0.1")
+    grid = {key: list(values) for key, values in (grid or {}).items()}
+    points = grid_points(grid)
+    for point in points:  # every grid point must be a valid config: the error names the key and value
+        load(preset, [*overrides, *(f"{key}={value}" for key, value in point.items())])
     base = load(preset, overrides)  # the preset itself must be valid: errors name its file and key
     seed_list = _seed_list(seeds, base.train.seed)
     num_classes, input_shape = dataset_shape(base.data)
@@ -207,11 +283,13 @@ def plan_sweep(preset: str | Path, methods: Sequence[str], budgets: Sequence[flo
 
     entries: list[PlanEntry] = []
     dense_params = dense_macs = None
-    for method in names:
+    for point, method in ((point, method) for point in points for method in names):
         declaration = get_method(method)
+        point_overrides = [*overrides, *(f"{key}={value}" for key, value in point.items())]
         for budget in (budget_list if declaration.hp is not None else [None]):
-            label = f"{base.name}-{method}" + (f"-{budget:g}" if budget is not None else "")
-            config = _load_for(preset, overrides, method, budget, notes)
+            label = (f"{base.name}-{method}" + (f"-{budget:g}" if budget is not None else "")
+                     + (f"-{grid_label(point).replace(' ', '-')}" if point else ""))
+            config = _load_for(preset, point_overrides, method, budget, notes)
             solved: dict[str, Any] = {}
             problem = hint = None
             try:
@@ -220,12 +298,13 @@ def plan_sweep(preset: str | Path, methods: Sequence[str], budgets: Sequence[flo
             except BudgetError as error:
                 problem, hint = error.detail, error.hint
             else:
-                dense_params, dense_macs = net.dense_params, net.dense_macs
+                if dense_params is None:  # the header's dense network: the first grid point's
+                    dense_params, dense_macs = net.dense_params, net.dense_macs
                 solved = {"hp": net.hp, "params": net.params, "macs": net.macs, "target": net.budget_target,
-                          "gap": net.budget_gap}
+                          "gap": net.budget_gap, "dense_params": net.dense_params, "dense_macs": net.dense_macs}
             for seed in seed_list:
                 entry = PlanEntry(method=method, budget=budget, seed=seed, name=f"{label}-s{seed}",
-                                  reference=declaration.hp is None,
+                                  reference=declaration.hp is None, grid=dict(point),
                                   hp_name=declaration.hp.name if declaration.hp else None,
                                   problem=problem, hint=hint, **solved)
                 if not problem:
@@ -240,7 +319,7 @@ def plan_sweep(preset: str | Path, methods: Sequence[str], budgets: Sequence[flo
     return SweepPlan(preset=str(preset), overrides=overrides, methods=names, budgets=budget_list, seeds=seed_list,
                      name=base.name, model=base.model.name, dataset=base.data.name, input_shape=tuple(input_shape),
                      num_classes=num_classes, dense_params=dense_params, dense_macs=dense_macs, entries=entries,
-                     notes=notes)
+                     notes=notes, grid=grid)
 
 
 def _pinned_config(config, entry: PlanEntry) -> dict[str, Any]:
@@ -342,6 +421,7 @@ def launch_sweep(plan: SweepPlan, requirement: Mapping[str, Any] | None = None, 
     for entry, need in zip(runnable, needs):
         run = RunDir.create(entry.config, home=home, extra_status={
             "preset": plan.preset, **_status_tags(sweep_id, entry.method, entry.budget, entry.seed),
+            **({"sweep_grid": entry.grid} if entry.grid else {}),
             "requirement": need.to_dict()})  # recorded now: a running scheduler may pick it up before submit
         entry.run_id = run.run_id
         runs.append((run, need))
@@ -361,12 +441,12 @@ def _status_tags(sweep_id: str, method: str, budget: float | None, seed: int) ->
 
 def unreachable_message(plan: SweepPlan) -> str:
     """One line per unreachable (method, budget), seeds folded."""
-    seen: dict[tuple[str, float | None], str] = {}
+    seen: dict[tuple[str, float | None, str], str] = {}
     for entry in plan.problems:
-        seen.setdefault((entry.method, entry.budget), entry.problem or "")
+        seen.setdefault((entry.method, entry.budget, grid_label(entry.grid)), entry.problem or "")
     lines = [f"{len(seen)} (method, budget) pair(s) cannot be planned:"]
-    lines += [f"  {method} @ {budget:g}: {problem}" if budget is not None else f"  {method}: {problem}"
-              for (method, budget), problem in seen.items()]
+    lines += [(f"  {method} @ {budget:g}" if budget is not None else f"  {method}") + (f" ({grid})" if grid else "")
+              + f": {problem}" for (method, budget, grid), problem in seen.items()]
     return "\n".join(lines)
 
 
@@ -400,7 +480,8 @@ def progress(manifest: Mapping[str, Any], home: Path | None = None) -> list[dict
     rows = []
     for entry, status in entry_statuses(manifest, home):
         rows.append({"run_id": entry.get("run_id"), "method": entry["method"], "budget": entry.get("budget"),
-                     "seed": entry.get("seed"), "state": status.get("state"), "epoch": status.get("epoch"),
+                     "grid": grid_label(entry.get("grid")), "seed": entry.get("seed"),
+                     "state": status.get("state"), "epoch": status.get("epoch"),
                      "epochs": status.get("epochs"), "last_val_err1": status.get("last_val_err1"),
                      "best_val_err1": status.get("best_val_err1"), "error": status.get("error")})
     return rows
@@ -418,10 +499,12 @@ def run_rows(manifest: Mapping[str, Any], home: Path | None = None) -> list[dict
         finished = status.get("state") == "finished"
         rows.append({
             "sweep": manifest["sweep"], "run_id": entry.get("run_id"), "method": entry["method"],
-            "budget": entry.get("budget"), "seed": entry.get("seed"), "reference": bool(entry.get("reference")),
+            "budget": entry.get("budget"), "grid": grid_label(entry.get("grid")), "seed": entry.get("seed"),
+            "reference": bool(entry.get("reference")),
             "hp": status.get("hp", entry.get("hp")) if finished else entry.get("hp"),
             "params": status.get("params") or entry.get("params"), "macs": status.get("macs") or entry.get("macs"),
-            "dense_params": manifest.get("dense_params"), "dense_macs": manifest.get("dense_macs"),
+            "dense_params": entry.get("dense_params") or manifest.get("dense_params"),
+            "dense_macs": entry.get("dense_macs") or manifest.get("dense_macs"),
             "state": status.get("state"), "epoch": status.get("epoch"), "epochs": status.get("epochs"),
             **{key: status.get(key) if finished else None
                for key in ("final_val_err1", "best_val_err1", "test_err1", "test_err5", "train_seconds")},
@@ -437,22 +520,27 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
 
 
 def summarize(rows: Sequence[Mapping[str, Any]], methods: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """Per (method, budget): plan figures, runs finished / total, mean and sample std over seeds.
+    """Per (method, grid point, budget): plan figures, runs finished / total, mean and sample std
+    over seeds -- grouped by every swept key.
 
     Only finished runs enter the means; std is None with fewer than two. Rows are ordered
-    by ``methods`` (the sweep's order), then budget.
+    by ``methods`` (the sweep's order), then the grid point (first seen first), then budget.
     """
-    groups: dict[tuple[str, float | None], list[Mapping[str, Any]]] = {}
+    groups: dict[tuple[str, float | None, str], list[Mapping[str, Any]]] = {}
+    points: dict[str, int] = {}
     for row in rows:
-        groups.setdefault((row["method"], row.get("budget")), []).append(row)
+        groups.setdefault((row["method"], row.get("budget"), row.get("grid") or ""), []).append(row)
+        points.setdefault(row.get("grid") or "", len(points))
     order = {name: index for index, name in enumerate(methods or [])}
     out = []
-    for (method, budget), members in sorted(groups.items(), key=lambda item: (
-            order.get(item[0][0], len(order)), item[0][0], -1 if item[0][1] is None else item[0][1])):
+    for (method, budget, grid), members in sorted(groups.items(), key=lambda item: (
+            order.get(item[0][0], len(order)), item[0][0], points[item[0][2]],
+            -1 if item[0][1] is None else item[0][1])):
         done = [row for row in members if row.get("state") == "finished"]
         first = members[0]
         summary: dict[str, Any] = {
-            "method": method, "budget": budget, "reference": bool(first.get("reference")), "hp": first.get("hp"),
+            "method": method, "budget": budget, "grid": grid, "reference": bool(first.get("reference")),
+            "hp": first.get("hp"),
             "params": first.get("params"), "macs": first.get("macs"),
             "params_fraction": (first["params"] / first["dense_params"]
                                 if first.get("params") and first.get("dense_params") else None),
@@ -559,7 +647,7 @@ def _series(summary: Sequence[Mapping[str, Any]], x_key: str,
         x, y = row.get(x_key), row.get(f"{metric}_mean")
         if x is None or y is None or x <= 0:
             continue
-        series.setdefault(row["method"], []).append((float(x), float(y), float(row.get(f"{metric}_std") or 0.0)))
+        series.setdefault(f"{row['method']} {row.get('grid') or ''}".strip(), []).append((float(x), float(y), float(row.get(f"{metric}_std") or 0.0)))
     return {method: tuple(list(column) for column in zip(*sorted(points))) for method, points in series.items()}
 
 

@@ -221,6 +221,7 @@ class LogConfig(Section):
     eval_every: int = Field(1, ge=1)  # epochs between validation passes (the last epoch always evaluates)
     checkpoint_every: int = Field(1, ge=1)  # epochs between checkpoints (the last epoch always saves)
     step_every: int = Field(10, ge=1)  # steps between progress events in metrics.jsonl
+    tensorboard: bool = False  # also write TensorBoard event files into RUN_DIR/tensorboard (optional extra)
 
 
 class ResourcesConfig(Section):

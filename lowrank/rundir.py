@@ -161,6 +161,7 @@ class RunDir:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
+        self.metric_sinks: list[Any] = []  # callables given every appended event (lowrank/tensorboard.py)
 
     @property
     def run_id(self) -> str:
@@ -254,6 +255,8 @@ class RunDir:
                 os.fsync(fd)
         finally:
             os.close(fd)
+        for sink in self.metric_sinks:
+            sink(record)
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """Every whole event in metrics.jsonl (a torn last line is skipped)."""

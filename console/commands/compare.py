@@ -73,6 +73,8 @@ def register(app: typer.Typer) -> None:
                                                                      "network's parameters, e.g. 0.05,0.1")] = "",
         seeds: Annotated[int, typer.Option("--seeds", help="seeds per (method, budget), from the preset's train.seed")] = 1,
         set_: Annotated[list[str], typer.Option("--set", "-s", help="override KEY.PATH=VALUE for every run, repeatable")] = [],
+        grid: Annotated[list[str], typer.Option("--grid", "-g", help="also sweep KEY.PATH=V1,V2,... (repeatable; "
+                                                                     "cartesian with methods x budgets x seeds)")] = [],
         gpus: Annotated[Optional[int], typer.Option("--gpus", help="GPUs per run")] = None,
         cpu: Annotated[bool, typer.Option("--cpu", help="run on the CPU")] = False,
         detach: Annotated[bool, typer.Option("--detach", help="queue the runs and return at once")] = False,
@@ -82,12 +84,12 @@ def register(app: typer.Typer) -> None:
                                                             "out of a method's range (default: refuse)")] = False,
         as_json: Annotated[bool, typer.Option("--json", help="print JSON (the plan, or the sweep)")] = False,
     ) -> None:
-        """Plan a sweep (method x budget x seed, hp solved per budget) and queue its runs."""
+        """Plan a sweep (method x budget x seed x --grid keys, hp solved per budget) and queue its runs."""
         from console import compare
 
         requirement = _requirement(gpus, cpu)
         plan = compare.plan_sweep(preset, _split(methods, "--methods"), _split(budgets, "--budgets", float),
-                                  seeds, set_)
+                                  seeds, set_, grid=compare.parse_grid(grid))
         if dry_run and as_json:
             typer.echo(json.dumps(plan.to_dict(), indent=2))
             return
@@ -134,7 +136,7 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="print the table rows and the runs as JSON")] = False,
         as_csv: Annotated[bool, typer.Option("--csv", help="print the table as CSV")] = False,
         png: Annotated[Optional[Path], typer.Option("--png", help="also save both plots to this PNG "
-                                                                  "(needs: pip install 'lowrank[plot]')")] = None,
+                                                                  "(needs: pip install 'lowrank\\[plot]')")] = None,
         metric: Annotated[str, typer.Option("--metric", help="error plotted: test_err1, best_val_err1 or "
                                                              "final_val_err1")] = "test_err1",
         no_plot: Annotated[bool, typer.Option("--no-plot", help="the table only")] = False,
@@ -250,23 +252,29 @@ def _print_plan(plan) -> None:
     console = _console()
     title = (f"plan: {plan.name} ({plan.model} on {plan.dataset}), dense {plan.dense_params:,} params, "
              f"{plan.dense_macs:,} mult-adds; seeds {','.join(map(str, plan.seeds))}")
+    from console.compare import grid_label
+    from console.safe_text import markup
+
     table = Table(title=title, box=None, header_style="bold", pad_edge=False, title_justify="left")
-    for column, justify in (("method", "left"), ("budget", "right"), ("hp", "right"), ("params", "right"),
-                            ("x dense", "right"), ("mult-adds", "right"), ("gap", "right"), ("runs", "right"),
-                            ("", "left")):
+    gridded = bool(plan.grid)
+    for column, justify in (("method", "left"), *((("grid", "left"),) if gridded else ()), ("budget", "right"),
+                            ("hp", "right"), ("params", "right"), ("x dense", "right"), ("mult-adds", "right"),
+                            ("gap", "right"), ("runs", "right"), ("", "left")):
         table.add_column(column, justify=justify, no_wrap=True)
     seen: dict[tuple, list] = {}
     for entry in plan.entries:
-        seen.setdefault((entry.method, entry.budget), []).append(entry)
+        seen.setdefault((entry.method, grid_label(entry.grid), entry.budget), []).append(entry)
     problems = []
-    for (method, budget), entries in seen.items():
+    for (method, grid, budget), entries in seen.items():
         entry = entries[0]
+        cells = [markup(method), *([markup(grid)] if gridded else []), _budget(budget)]
         if entry.problem:
-            table.add_row(method, _budget(budget), "-", "-", "-", "-", "-", "0", "[red]unreachable[/]")
-            problems.append(f"  {method} @ {_budget(budget)}: {entry.problem}")
+            table.add_row(*cells, "-", "-", "-", "-", "-", "0", "[red]unreachable[/]")
+            problems.append(f"  {method} @ {_budget(budget)}{f' ({grid})' if grid else ''}: {entry.problem}")
             continue
-        table.add_row(method, _budget(budget), f"{entry.hp:.6g}" if entry.hp is not None else "-",
-                      f"{entry.params:,}", f"{entry.params / plan.dense_params:.4f}", f"{entry.macs:,}",
+        dense = entry.dense_params or plan.dense_params
+        table.add_row(*cells, f"{entry.hp:.6g}" if entry.hp is not None else "-",
+                      f"{entry.params:,}", f"{entry.params / dense:.4f}", f"{entry.macs:,}",
                       f"{100 * entry.gap:+.2f}%" if entry.gap is not None else "-", str(len(entries)),
                       "[dim]reference[/]" if entry.reference else f"[dim]{entry.hp_name}[/]")
     console.print(table)
@@ -288,13 +296,16 @@ def _progress_table(sweep_id: str, rows: list[dict]):
         counts[row["state"]] = counts.get(row["state"], 0) + 1
     caption = "  ".join(f"{count} {state}" for state, count in sorted(counts.items()))
     table = Table(title=f"{sweep_id}: {caption}", box=None, header_style="bold", pad_edge=False, title_justify="left")
-    for column, justify in (("method", "left"), ("budget", "right"), ("seed", "right"), ("state", "left"),
-                            ("epoch", "right"), ("val err", "right"), ("best", "right"), ("run", "left")):
+    gridded = any(row.get("grid") for row in rows)
+    for column, justify in (("method", "left"), *((("grid", "left"),) if gridded else ()), ("budget", "right"),
+                            ("seed", "right"), ("state", "left"), ("epoch", "right"), ("val err", "right"),
+                            ("best", "right"), ("run", "left")):
         table.add_column(column, justify=justify)
     for row in rows:
         state = row["state"] or "-"
         pct = lambda value: "-" if value is None else f"{value:.2f}%"  # noqa: E731
-        table.add_row(markup(row["method"]), _budget(row["budget"]), str(row["seed"]),
+        table.add_row(markup(row["method"]), *([markup(row.get("grid") or "")] if gridded else []),
+                      _budget(row["budget"]), str(row["seed"]),
                       f"[{STATE_STYLE.get(state, '')}]{markup(state)}[/]",
                       f"{markup(row['epoch'] or 0)}/{markup(row['epochs'] or '?')}", pct(row["last_val_err1"]),
                       pct(row["best_val_err1"]), markup(row["run_id"] or (row["error"] or ""), 60))
@@ -381,7 +392,9 @@ def _print_table(manifest: dict, summary: list[dict], runs: list[dict]) -> None:
              f"{f'{dense_macs:,}' if isinstance(dense_macs, int) else '?'} mult-adds; "
              f"top-1 error %, mean ± std over seeds")
     table = Table(title=title, header_style="bold", title_justify="left", show_edge=False)
-    for column, justify in (("method", "left"), ("budget", "right"), ("hp", "right"), ("params", "right"),
+    gridded = any(row.get("grid") for row in summary)
+    for column, justify in (("method", "left"), *((("grid", "left"),) if gridded else ()), ("budget", "right"),
+                            ("hp", "right"), ("params", "right"),
                             ("x dense", "right"), ("mult-adds", "right"), ("done", "right"), ("final val", "right"),
                             ("best val", "right"), ("test", "right"), ("train time", "right")):
         table.add_column(column, justify=justify)
@@ -391,7 +404,8 @@ def _print_table(manifest: dict, summary: list[dict], runs: list[dict]) -> None:
         if row["finished"] < row["runs"]:
             others = ", ".join(f"{n} {s}" for s, n in row["states"].items() if s != "finished")
             done = f"{done} [yellow]({markup(others)})[/]"
-        table.add_row(markup(row["method"]), _budget(row["budget"]), "-" if hp is None else f"{hp:.4g}",
+        table.add_row(markup(row["method"]), *([markup(row.get("grid") or "")] if gridded else []),
+                      _budget(row["budget"]), "-" if hp is None else f"{hp:.4g}",
                       f"{row['params']:,}" if row.get("params") else "-",
                       f"{row['params_fraction']:.4f}" if row.get("params_fraction") else "-",
                       f"{row['macs']:,}" if row.get("macs") else "-", done,
@@ -402,7 +416,8 @@ def _print_table(manifest: dict, summary: list[dict], runs: list[dict]) -> None:
     console.print(table)
     failed = [run for run in runs if run["state"] in ("failed", "killed", "vanished", "unreadable")]
     for run in failed:
-        console.print(f"[red]{markup(run['state'])}[/] {markup(run['method'])} @ {_budget(run['budget'])} seed "
+        console.print(f"[red]{markup(run['state'])}[/] {markup(run['method'])} @ {_budget(run['budget'])}"
+                      f"{' (' + markup(run['grid']) + ')' if run.get('grid') else ''} seed "
                       f"{markup(run['seed'])} ({markup(run['run_id'])}): {markup(run['error'], 500)}", highlight=False)
     if failed:
         console.print(f"relaunch them: lowrank compare resume {manifest['sweep']}")

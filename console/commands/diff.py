@@ -58,8 +58,7 @@ def register(app: typer.Typer) -> None:
         run_b: Annotated[str, typer.Argument(help="the run to compare it with")],
         as_json: Annotated[bool, typer.Option("--json", help="a JSON object {config: [...], code: [...]}")] = False,
     ) -> None:
-        """Print the config keys (dotted, as --set takes them) whose values differ between two runs,
-        then the differences in the code that ran them (commits, versions). Exit code 1 if any differ."""
+        """Print the config keys that differ between two runs, then the code (commits, versions); exit 1 if any."""
         from console.runs import RunStore, read_config
         from console.run_ids import resolve_in
         from console.safe_text import clean, dumps

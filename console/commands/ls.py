@@ -13,6 +13,9 @@ STATE_STYLE = {"running": "cyan", "queued": "blue", "finished": "green", "failed
                UNREADABLE: "magenta"}
 
 
+DEFAULT_ROWS = 20  # the table shows the most recent runs; --all or -n N for more
+
+
 def duration(seconds: float | None) -> str:
     """``3h07m``, ``12m05s``, ``42s`` (``-`` when unknown)."""
     if seconds is None:
@@ -30,7 +33,9 @@ def register(app: typer.Typer) -> None:
     def ls(
         state: Annotated[Optional[list[str]], typer.Option("--state", help="only runs in this state (repeatable)")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="print a JSON list")] = False,
-        last: Annotated[Optional[int], typer.Option("--last", "-n", help="only the N most recent runs")] = None,
+        last: Annotated[Optional[int], typer.Option("--last", "-n", help=f"only the N most recent runs (the table "
+                                                                     f"shows {DEFAULT_ROWS} unless --all)")] = None,
+        show_all: Annotated[bool, typer.Option("--all", "-a", help="every run (the JSON lists every run anyway)")] = False,
     ) -> None:
         """List runs: model, method, budget, state, GPUs, epoch, loss, best error, elapsed, ETA."""
         from lowrank.errors import UserError
@@ -44,17 +49,25 @@ def register(app: typer.Typer) -> None:
         store = RunStore()
         _repair(store)
         infos = store.list(state or None)
+        total = len(infos)
         if last:
             infos = infos[-last:]
+        elif not as_json and not show_all:
+            infos = infos[-DEFAULT_ROWS:]
         if as_json:
             from console.safe_text import dumps
 
             typer.echo(dumps([info.to_dict() for info in infos], indent=2))  # valid JSON: NaN/inf -> null
             return
         if not infos:
-            typer.echo("no runs yet" + (f" in state {', '.join(state)}" if state else "") + " (lowrank run PRESET)")
+            from console.safe_text import clean
+
+            typer.echo("no runs yet" + (f" in state {', '.join(state)}" if state else "")
+                       + f" in {clean(store.root)} (LOWRANK_HOME={clean(store.home)}; start one: lowrank run PRESET)")
             return
         _table(infos)
+        if len(infos) < total:
+            typer.echo(f"{len(infos)} most recent of {total} runs (lowrank ls --all for every run, -n N for N)", err=True)
 
 
 def _repair(store) -> None:

@@ -31,13 +31,18 @@ def register(app: typer.Typer) -> None:
         gpu: Annotated[Optional[list[int]], typer.Option(help="run on this GPU index (repeatable)")] = None,
         cpu: Annotated[bool, typer.Option(help="run on the CPU (no GPU)")] = False,
         as_json: Annotated[bool, typer.Option("--json", help="print the final summary as JSON")] = False,
+        name: Annotated[Optional[str], typer.Option("--name", help="the run's name (default: the preset's name and "
+                                                                   "the overrides, e.g. 'quickstart tt@0.1')")] = None,
     ) -> None:
         """Run an experiment from a preset (or --resume an earlier run)."""
         from lowrank.errors import UserError
 
         if cpu and (gpus or gpu):  # before anything exists: a refused run leaves no queued orphan
             raise UserError("--cpu cannot be combined with --gpus/--gpu", key="--cpu", hint="give one of them")
-        run_dir = _prepare(preset, set_, resume, placement={"gpus": gpus, "gpu": gpu, "cpu": cpu})
+        if name is not None and (not name.strip() or resume):
+            raise UserError("--name needs a non-empty name" if not resume else
+                            "--resume keeps the run's name; drop --name", key="--name")
+        run_dir = _prepare(preset, set_, resume, placement={"gpus": gpus, "gpu": gpu, "cpu": cpu}, name=name)
         if detach:
             from console.scheduler import requirement_from_cli, submit
 
@@ -49,7 +54,8 @@ def register(app: typer.Typer) -> None:
         raise typer.Exit(code)
 
 
-def _prepare(preset: Optional[Path], overrides: list[str], resume: Optional[str], placement: dict):
+def _prepare(preset: Optional[Path], overrides: list[str], resume: Optional[str], placement: dict,
+             name: Optional[str] = None):
     """Validate the preset, run the up-front checks, and only then create its run directory
     (or find the run to resume)."""
     from lowrank.config import from_dict, load
@@ -73,7 +79,9 @@ def _prepare(preset: Optional[Path], overrides: list[str], resume: Optional[str]
         raise UserError("missing PRESET", hint="lowrank run presets/quickstart.yaml")
     config = load(preset, overrides)  # raises ConfigError before anything is created
     precheck(config, source=preset, overrides=overrides, **placement)  # budget, device, GPUs, data files, teacher: the worker's checks, up front
-    return RunDir.create(config.to_dict(), extra_status={"preset": str(preset)})
+    from console.naming import name_run
+
+    return RunDir.create(name_run(config.to_dict(), overrides, name), extra_status={"preset": str(preset)})
 
 
 def run_foreground(run_dir, *, resume: bool, gpus: list[int], cpu: bool, as_json: bool) -> int:

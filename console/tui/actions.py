@@ -99,7 +99,9 @@ def launch_preset(home: Path, preset: Path, overrides: str, placement: str) -> t
     words = parse_overrides(overrides)
     check_in_subprocess(preset, words, home=home, **placement_flags(placement))
     config = load(preset, words)
-    run = RunDir.create(config.to_dict(), home=home, extra_status={"preset": str(preset)})
+    from console.naming import name_run
+
+    run = RunDir.create(name_run(config.to_dict(), words), home=home, extra_status={"preset": str(preset)})
     return run, place(run, placement)
 
 

@@ -60,7 +60,7 @@ class LaunchScreen(ModalScreen[LaunchRequest | None]):
             yield Label(f"[b]Launch from a preset[/b]  ({where})")
             yield OptionList(*(Option(_display(path, self.roots), id=str(i)) for i, path in enumerate(self.presets)),
                              id="presets")
-            yield Label("overrides (--set), e.g. train.epochs=5 data.batch_size=32")
+            yield Label("overrides (--set), e.g. train.epochs=5 data.batch_size=32; name=NAME names the run")
             yield Input(placeholder="KEY.PATH=VALUE ...", id="overrides")
             yield Label("where")
             yield Select(self.placements, value=self.placements[0][1], allow_blank=False, id="placement")

@@ -53,6 +53,10 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
                       exit_code=None, ended=None)
     reporter = TrialReporter.for_run(run.path)  # None unless `lowrank tune` made this run a trial (tune.json)
     record_runtime(run)  # torch/CUDA/cuDNN versions and GPU names into status provenance
+    if log_cfg.tensorboard:  # the tensorboard package is imported only when asked for
+        from ..tensorboard import attach
+
+        attach(run)
 
     # -- data ------------------------------------------------------------------------
     data = build_datasets(config.data)
