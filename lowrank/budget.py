@@ -130,7 +130,7 @@ def _solve(total: NetworkCount, method: Method, target: int) -> tuple[Any, int]:
             else:
                 b = m
     below, above = total(at(a)), total(at(b))
-    t_edge, value = (a, below) if abs(below - target) < abs(above - target) else (b, above)
+    t_edge, value = (a, below) if abs(below - target) <= abs(above - target) else (b, above)  # tie: smaller
     # the step holding `value` is an interval of t; find its other edge to pick a point inside it
     inner, outer = (t_edge, 0.0) if t_edge == a else (t_edge, 1.0)
     far = outer if total(at(outer)) == value else None

@@ -38,6 +38,7 @@ class DataBundle:
     num_classes: int
     in_channels: int
     image_size: int
+    val_is_test: bool = False  # no held-out split: validation runs on the test set (data.kwargs.val_size: 0)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -259,11 +260,21 @@ def _torchvision_dataset(cls_name: str, config, root: Path, train: bool, transfo
                         hint="this machine looks offline: copy the files into data.root and set data.download=false") from error
 
 
-def _split_train_val(train_full: Dataset, eval_full: Dataset, val_size: int, split_seed: int) -> tuple[Dataset, Dataset]:
-    """Hold out ``val_size`` images of the training set (evaluated without augmentation)."""
+def _split_train_val(train_full: Dataset, eval_full: Dataset, val_size: int, split_seed: int,
+                     test: Dataset | None = None) -> tuple[Dataset, Dataset]:
+    """Hold out ``val_size`` images of the training set (evaluated without augmentation).
+
+    ``val_size`` 0 (given ``test``): train on every training image and validate on the test set,
+    the DARTS protocol (its train.py trains on all 50,000 CIFAR images and reports the test set
+    each epoch).
+    """
     count = len(train_full)
+    if val_size == 0 and test is not None:
+        return train_full, test
     if not 0 < val_size < count:
-        raise DataError(f"val_size must be between 1 and {count - 1}, got {val_size}", key="data.kwargs.val_size")
+        low = 0 if test is not None else 1
+        raise DataError(f"val_size must be between {low} and {count - 1}, got {val_size}", key="data.kwargs.val_size",
+                        hint="0 trains on every training image and validates on the test set" if low == 0 else None)
     val_idx, train_idx = fixed_split(count, (val_size, count - val_size), split_seed)
     return Subset(train_full, train_idx), Subset(eval_full, val_idx)
 
@@ -285,13 +296,14 @@ def _vision(config, cls_name: str, mean, std, image_size: int, channels: int, cl
     train_full = _torchvision_dataset(cls_name, config, root, True, T.Compose(train_steps))
     eval_full = _torchvision_dataset(cls_name, config, root, True, T.Compose(normalise))
     test = _torchvision_dataset(cls_name, config, root, False, T.Compose(normalise))
-    train, val = _split_train_val(train_full, eval_full, val_size, split_seed)
-    return DataBundle(train, val, test, classes, channels, image_size)
+    train, val = _split_train_val(train_full, eval_full, val_size, split_seed, test)
+    return DataBundle(train, val, test, classes, channels, image_size, val_is_test=val is test)
 
 
 @register_dataset("cifar10")
 def cifar10(config, val_size: int = 5000, split_seed: int = 0) -> DataBundle:
-    """CIFAR-10 (torchvision); ``val_size`` training images are held out for validation."""
+    """CIFAR-10 (torchvision); ``val_size`` training images are held out for validation (0: none,
+    validation on the test set)."""
     return _vision(config, "CIFAR10", CIFAR10_MEAN, CIFAR10_STD, 32, 3, 10, val_size, split_seed)
 
 
@@ -335,7 +347,7 @@ def imagenet(config, image_size: int = 224, resize: int = 256, val_size: int = 0
         train, val = _split_train_val(train_full, ImageFolder(str(root / "train"), eval_tf), val_size, split_seed)
     else:
         train, val = train_full, test
-    return DataBundle(train, val, test, len(train_full.classes), 3, image_size)
+    return DataBundle(train, val, test, len(train_full.classes), 3, image_size, val_is_test=val is test)
 
 
 def loader_batches(dataset_len: int, batch_size: int, drop_last: bool) -> int:
@@ -346,7 +358,8 @@ def loader_batches(dataset_len: int, batch_size: int, drop_last: bool) -> int:
 def describe(bundle: DataBundle) -> dict[str, Any]:
     """Sizes and shapes, for the run's start event."""
     return {"train": len(bundle.train), "val": len(bundle.val), "test": len(bundle.test),
-            "num_classes": bundle.num_classes, "input_shape": list(bundle.input_shape)}
+            "num_classes": bundle.num_classes, "input_shape": list(bundle.input_shape),
+            "val_is_test": bundle.val_is_test}
 
 
 # Shapes of each dataset without loading it (for counting and planning on meta tensors).

@@ -167,7 +167,7 @@ def _alive(psutil, pid: int) -> bool:
 def _print_summary(run_dir, status: dict, as_json: bool) -> None:
     keys = ("run_id", "name", "state", "params", "macs", "dense_params", "dense_macs", "method", "hp",
             "budget_target", "budget_gap", "final_val_err1", "best_val_err1", "best_epoch", "test_err1",
-            "test_err5", "train_seconds", "error")
+            "test_err5", "val_is_test", "train_seconds", "error")
     summary = {key: status.get(key) for key in keys}
     summary["run_dir"] = str(run_dir.path)
     if as_json:
@@ -189,7 +189,8 @@ def _print_summary(run_dir, status: dict, as_json: bool) -> None:
         typer.echo(f"  mult-adds    {status.get('macs', 0):,}  (dense {status.get('dense_macs', 0):,})")
         method = status.get("method")
         typer.echo(f"  method       {clean(method)}" + (f"  hp={status['hp']:.6g}" if status.get("hp") is not None else ""))
-    typer.echo(f"  top-1 error  final val {pct(status.get('final_val_err1'))}   best val {pct(status.get('best_val_err1'))}"
+    val = "val (= test set)" if status.get("val_is_test") else "val"
+    typer.echo(f"  top-1 error  final {val} {pct(status.get('final_val_err1'))}   best {val} {pct(status.get('best_val_err1'))}"
                f"   test {pct(status.get('test_err1'))}")
     if status.get("train_seconds") is not None:
         typer.echo(f"  train time   {status['train_seconds']:.1f} s")

@@ -37,7 +37,8 @@ def status_text(record: Any) -> Text:
         out.append(f"error: {clean_block(info.error)}\n", style="bold red")
     out.append(f"params {count(status.get('params'))} (dense {count(status.get('dense_params'))})"
                f"  mult-adds {count(status.get('macs'))}\n")
-    out.append(f"loss {number(info.last_loss)}  best val err {pct(info.best_err1)}"
+    val = "val (= test set)" if status.get("val_is_test") is True else "val"
+    out.append(f"loss {number(info.last_loss)}  best {val} err {pct(info.best_err1)}"
                f"  test err {pct(status.get('test_err1'))}\n")
     for key, label in STATUS_FIELDS:
         if status.get(key) not in (None, "", []):

@@ -46,7 +46,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._common import SubstituteConv, depthwise, depthwise_macs, depthwise_params, has_spatial
+from ._common import SubstituteConv, depthwise, depthwise_macs, depthwise_params, has_spatial, require_plain
 from .registry import ConvSpec, HyperParam
 
 RANK_SCALE = HyperParam(
@@ -159,6 +159,7 @@ class TensorPointwise(SubstituteConv):
     """
 
     def __init__(self, method_name: str, spec: ConvSpec, hp: float, options: dict) -> None:
+        require_plain(spec, method_name)
         super().__init__(method_name, spec, hp, options)
         self.dims = _check_dims(self.options.get("dims", DEFAULT_OPTIONS["dims"]))
         self.outs, self.ins = mode_shapes(spec.out_channels, spec.in_channels, self.dims)

@@ -3,7 +3,8 @@
 Oseledets 2011, "Tensor-Train Decomposition"; as a layer, Novikov et al. 2015,
 "Tensorizing Neural Networks". The pointwise weight is viewed as a d-mode tensor (see
 :mod:`lowrank.methods._tensor`) and stored as cores G_k of shape (r_{k-1}, n_k, r_k),
-r_0 = r_d = 1. The full rank of bond k is min(n_1...n_k, n_{k+1}...n_d).
+r_0 = r_d = 1. The full rank of bond k is min(n_1...n_k, n_{k+1}...n_d), and no bond exceeds
+min(r_{k-1} n_k, n_{k+1} r_{k+1}) given its neighbours (:func:`clamp_tt_ranks`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,27 @@ def tt_ranks(spec: ConvSpec, hp: float, dims: int = DEFAULT_OPTIONS["dims"]) -> 
     """The d + 1 bond ranks (1, r_1, ..., r_{d-1}, 1) for this layer at rank scale ``hp``."""
     sizes = mode_sizes(spec, dims)
     caps = tuple(min(math.prod(sizes[:k]), math.prod(sizes[k:])) for k in range(1, len(sizes)))
-    return (1, *layer_ranks(spec, hp, caps), 1)
+    return clamp_tt_ranks((1, *layer_ranks(spec, hp, caps), 1), sizes)
+
+
+def clamp_tt_ranks(ranks: tuple[int, ...], sizes: tuple[int, ...]) -> tuple[int, ...]:
+    """Lower every bond to its effective bound r_k <= min(r_{k-1} n_k, n_{k+1} r_{k+1}), to a fixpoint.
+
+    A larger r_k adds factor entries that cannot change the represented weight (the unfolding
+    of core k, (r_{k-1} n_k) x r_k, has rank at most r_{k-1} n_k, and likewise on the right), so
+    counting them toward a budget would count redundant parameters. Each bound is monotone in the
+    other ranks, so the clamped ranks (the largest fixpoint below the staggered ones) stay
+    monotone in rank_scale, and so does the parameter count.
+    """
+    ranks = list(ranks)
+    changed = True
+    while changed:
+        changed = False
+        for k in range(1, len(ranks) - 1):
+            bound = min(ranks[k - 1] * sizes[k - 1], sizes[k] * ranks[k + 1])
+            if ranks[k] > bound:
+                ranks[k], changed = bound, True
+    return tuple(ranks)
 
 
 class TTConv(TensorPointwise):

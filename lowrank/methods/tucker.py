@@ -4,7 +4,8 @@ Tucker 1966; as compressed convolutions, Kim et al. 2016, "Compression of Deep C
 Neural Networks for Fast and Low Power Mobile Applications". The pointwise weight is viewed
 as a d-mode tensor (see :mod:`lowrank.methods._tensor`) and stored as a core of shape
 (r_1, ..., r_d) and factors U_k of shape (n_k, r_k). The full rank of mode k is
-min(n_k, prod_{j != k} n_j).
+min(n_k, prod_{j != k} n_j), and no rank exceeds the product of the others
+(:func:`clamp_tucker_ranks`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,25 @@ def tucker_ranks(spec: ConvSpec, hp: float, dims: int = DEFAULT_OPTIONS["dims"])
     """The d mode ranks (r_1, ..., r_d) for this layer at rank scale ``hp``."""
     sizes = mode_sizes(spec, dims)
     total = math.prod(sizes)
-    return layer_ranks(spec, hp, tuple(min(n, total // n) for n in sizes))
+    return clamp_tucker_ranks(layer_ranks(spec, hp, tuple(min(n, total // n) for n in sizes)))
+
+
+def clamp_tucker_ranks(ranks: tuple[int, ...]) -> tuple[int, ...]:
+    """Lower every mode rank to its effective bound r_k <= prod_{j != k} r_j, to a fixpoint.
+
+    The mode-k unfolding of the core is r_k x prod_{j != k} r_j, so a larger r_k adds factor
+    and core entries that cannot change the weight. Each bound is monotone in the other ranks,
+    so the clamped ranks stay monotone in rank_scale (and so does the parameter count).
+    """
+    ranks = list(ranks)
+    changed = True
+    while changed:
+        changed = False
+        for k in range(len(ranks)):
+            bound = math.prod(ranks[:k] + ranks[k + 1:])
+            if ranks[k] > bound:
+                ranks[k], changed = bound, True
+    return tuple(ranks)
 
 
 class TuckerConv(TensorPointwise):

@@ -22,7 +22,7 @@ from ..rundir import BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, RunDir, now_iso
 from ..trial import Pruned, TrialReporter
 from .checkpoint import atomic_save, load_checkpoint, rng_state, seed_everything, set_rng_state
 from .device import resolve_device, to_device
-from .evaluation import evaluate
+from .evaluation import evaluate, top5_error
 from .resident import ResidentLoader
 from .stop import StopFlag
 from .tally import Tally, Window, topk_hits
@@ -95,7 +95,8 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
             teacher_facts.update(teacher_err1=measured["err1"], teacher_err5=measured["err5"])
             run.append_metric({"event": "teacher", "split": "test", "checkpoint": str(teacher_path),
                                "claimed_err1": claimed, **measured})
-            print(f"teacher {teacher_path}: test err {measured['err1']:.2f}% (top-5 {measured['err5']:.2f}%)"
+            print(f"teacher {teacher_path}: test err {measured['err1']:.2f}%"
+                  + (f" (top-5 {measured['err5']:.2f}%)" if measured["err5"] is not None else "")
                   + (f"; its run reported {claimed:.2f}%" if claimed is not None else ""), flush=True)
         run.update_status(**teacher_facts)
     objective = build_objective(config, model, teacher, data.input_shape, device)
@@ -116,7 +117,7 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
 
     facts = net.summary()
     run.update_status(**{k: facts[k] for k in ("params", "macs", "dense_params", "dense_macs", "method", "hp")},
-                      epoch=start_epoch, steps_per_epoch=steps_per_epoch)
+                      epoch=start_epoch, steps_per_epoch=steps_per_epoch, val_is_test=data.val_is_test)
     run.append_metric({"event": "start", "epoch": start_epoch, "resumed": bool(resume and start_epoch),
                        "device": str(device), "data": describe(data), "amp": precision.mode,
                        "channels_last": channels_last,
@@ -221,7 +222,7 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
             train_seconds += epoch_seconds
             seen = totals.seen
             train_metrics = {"loss": totals.loss_sum / seen, "err1": 100.0 * totals.miss1 / seen,
-                             "err5": 100.0 * totals.miss5 / seen}
+                             "err5": top5_error(totals.miss5, seen, data.num_classes)}
             extras = {key: value / seen for key, value in totals.parts.items()}
             if hasattr(model, "drop_path_prob"):
                 extras["drop_path_prob"] = model.drop_path_prob
@@ -280,5 +281,6 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
                "final_val_err1": val_metrics.get("err1"),
                "best_val_err1": None if math.isinf(best_err1) else best_err1, "best_epoch": best_epoch,
                "test_err1": test_metrics["err1"], "test_err5": test_metrics["err5"],
-               "test_loss": test_metrics["loss"], "train_seconds": train_seconds, **teacher_facts}
+               "test_loss": test_metrics["loss"], "train_seconds": train_seconds, "val_is_test": data.val_is_test,
+               **teacher_facts}
     return summary
