@@ -215,6 +215,34 @@ class ImitationConfig(Section):
         return stages
 
 
+class BayesConfig(Section):
+    """Bayesian compression, BC-GNJ (Louizos, Ullrich & Welling 2017; lowrank.bayes).
+
+    The chosen layers get Gaussian weights and a group scale z with a normal-Jeffreys prior (per
+    input neuron of a linear layer, per output channel of a convolution); the loss adds
+    kl_weight * KL / N, N the number of training examples. At the end groups with log alpha below
+    the threshold are kept, the network is pruned and its bit widths are read off the posterior.
+    """
+
+    layers: Literal["all", "convs", "linears"] = "all"  # which nn.Conv2d / nn.Linear layers become Bayesian
+    skip: list[str] = Field(default_factory=list)  # module names (fnmatch patterns) left dense
+    kl_weight: float = Field(1.0, gt=0, le=1e3)  # 1 = the ELBO; <1 tempers the KL
+    warmup_epochs: float = Field(0.0, ge=0, le=MAX_EPOCHS)  # KL weight ramps linearly from 0 over these epochs
+    clip_var: float | None = Field(0.04, gt=0, le=1e3)  # max posterior weight variance (tutorial: 0.04, first layer)
+    clip_layers: Literal["first", "all"] = "first"  # the layers clip_var applies to (tutorial: the first)
+    thresholds: float | list[float] = -3.0  # log alpha below this keeps a group; one value or one per layer
+    init_logvar: float = Field(-9.0, ge=-30, le=0)  # initial log-variances of weights and z (tutorial: -9)
+    baseline: str | None = None  # name of the dense run to compare with (its test_err1, same seed, from results.csv)
+
+    @field_validator("thresholds")
+    @classmethod
+    def _thresholds(cls, value: float | list[float]) -> float | list[float]:
+        values = value if isinstance(value, list) else [value]
+        if not values or any(not -20 <= v <= 20 for v in values):
+            raise ValueError("thresholds must be log alpha values between -20 and 20 (tutorial: -2.8, -3, -5)")
+        return value
+
+
 class LogConfig(Section):
     """How often the worker evaluates, checkpoints and reports progress."""
 
@@ -256,6 +284,7 @@ class ExperimentConfig(Section):
     teacher: TeacherConfig | None = None  # needed by distill and imitation
     distill: DistillConfig | None = None  # KD + AT from the teacher
     imitation: ImitationConfig | None = None  # layer-wise imitation stages instead of one training phase
+    bayes: BayesConfig | None = None  # Bayesian compression of the model's convs/linears (lowrank.bayes)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML-safe dict (tuples become lists)."""
@@ -444,6 +473,7 @@ def validate(data: dict[str, Any], origin: dict[str, str] | None = None,
         raise ConfigError(message, file=_source_of(origin, key_path, default_source), key=key_path,
                           hint=hint) from None
     check_protocols(config, origin, default_source)
+    check_bayes(config, origin, default_source)
     check_registered(config, origin, default_source)
     return config
 
@@ -478,6 +508,24 @@ def check_protocols(config: ExperimentConfig, origin: dict[str, str], default_so
         if config.train.nesterov and (stage.optimizer or config.train.optimizer) != "sgd":
             fail(f"imitation.stages.{i}.optimizer", "train.nesterov applies to optimizer: sgd only",
                  "set train.nesterov to false")
+
+
+def check_bayes(config: ExperimentConfig, origin: dict[str, str], default_source: str) -> None:
+    """What a ``bayes:`` run cannot be combined with (the KL is its regulariser and its compression)."""
+    if config.bayes is None:
+        return
+
+    def fail(key: str, message: str, hint: str) -> None:
+        raise ConfigError(message, file=_source_of(origin, key, default_source), key=key, hint=hint)
+
+    if config.substitute.method != "dense":
+        fail("substitute.method", "bayes compresses the model's own layers; it does not combine with a "
+                                  "substitute method", "set substitute.method: dense")
+    if config.imitation is not None:
+        fail("imitation", "bayes does not combine with imitation stages", "use distill (KD) with bayes instead")
+    if config.train.weight_decay:
+        fail("train.weight_decay", "bayes needs train.weight_decay 0 (decay would shrink the log-variances; the "
+                                   "KL is the regulariser)", "set train.weight_decay: 0")
 
 
 def _section_for(loc: tuple) -> type[BaseModel] | None:

@@ -164,11 +164,19 @@ def _alive(psutil, pid: int) -> bool:
         return False
 
 
+# the summary keys of a run with a ``bayes:`` section (lowrank.bayes): test_err1 is the masked model's
+BAYES_KEYS = ("compression_architecture", "compression_precision", "masked_test_err1", "pruned_test_err1",
+              "quantised_test_err1", "unmasked_test_err1", "pruned_matches_masked", "pruned_max_abs_diff",
+              "pruned_problem", "dense_baseline_err1", "dense_baseline_run", "bayes_dense_weights",
+              "bayes_kept_weights")
+
+
 def _print_summary(run_dir, status: dict, as_json: bool) -> None:
     keys = ("run_id", "name", "state", "params", "macs", "dense_params", "dense_macs", "method", "hp",
             "budget_target", "budget_gap", "final_val_err1", "best_val_err1", "best_epoch", "test_err1",
             "test_err5", "val_is_test", "train_seconds", "error")
     summary = {key: status.get(key) for key in keys}
+    summary.update({key: status[key] for key in BAYES_KEYS if key in status})  # bayes: runs only
     summary["run_dir"] = str(run_dir.path)
     if as_json:
         from console.safe_text import dumps
@@ -192,6 +200,15 @@ def _print_summary(run_dir, status: dict, as_json: bool) -> None:
     val = "val (= test set)" if status.get("val_is_test") else "val"
     typer.echo(f"  top-1 error  final {val} {pct(status.get('final_val_err1'))}   best {val} {pct(status.get('best_val_err1'))}"
                f"   test {pct(status.get('test_err1'))}")
+    if status.get("compression_architecture") is not None or status.get("masked_test_err1") is not None:
+        def factor(value) -> str:
+            return "-" if value is None else f"{value:.1f}x"
+
+        typer.echo(f"  bayes        architecture {factor(status.get('compression_architecture'))}   with weight "
+                   f"uncertainty {factor(status.get('compression_precision'))}")
+        typer.echo(f"  bayes error  masked {pct(status.get('test_err1'))}   pruned {pct(status.get('pruned_test_err1'))}"
+                   f"   quantised {pct(status.get('quantised_test_err1'))}   unmasked "
+                   f"{pct(status.get('unmasked_test_err1'))}   dense baseline {pct(status.get('dense_baseline_err1'))}")
     if status.get("train_seconds") is not None:
         typer.echo(f"  train time   {status['train_seconds']:.1f} s")
     if status.get("error"):

@@ -80,6 +80,11 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
     # -- network, teacher, objective, phases ---------------------------------------------
     net = build_network(config, data.num_classes, data.input_shape, device=device)
     model = net.model.to(memory_format=torch.channels_last) if channels_last else net.model
+    bayes = None
+    if config.bayes is not None:  # Bayesian layers before the teacher's hooks, the optimiser and any resume
+        from ..bayes.hook import attach
+        from ..bayes.objective import training_examples
+        bayes = attach(config, model, training_examples(data.train), data.input_shape, device)
     if train_cfg.drop_path_max and not hasattr(model, "drop_path_prob"):
         raise UserError(f"model {config.model.name!r} has no drop-path (no drop_path_prob attribute)",
                         key="train.drop_path_max", hint="set train.drop_path_max to 0 for this model")
@@ -100,6 +105,8 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
                   + (f"; its run reported {claimed:.2f}%" if claimed is not None else ""), flush=True)
         run.update_status(**teacher_facts)
     objective = build_objective(config, model, teacher, data.input_shape, device)
+    if bayes is not None:
+        objective = bayes.wrap(objective)  # + kl_weight * KL / N (N training examples)
     phases = plan_phases(config)
     steps_per_epoch = len(train_loader)
 
@@ -173,6 +180,8 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
                 # each chunk's mean loss is weighted by its share of the batch, so the summed
                 # gradients equal the whole batch's (exactly so for models without BatchNorm)
                 optimizer.zero_grad(set_to_none=True)
+                if bayes is not None:
+                    bayes.begin_step(epoch + batch / steps_per_epoch)  # KL warm-up
                 count = len(targets)
                 chunks = zip(images.chunk(accumulate), targets.chunk(accumulate)) if accumulate > 1 \
                     else ((images, targets),)
@@ -193,6 +202,8 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
                     for key, value in parts.items():
                         step_parts[key] = value * share + step_parts.get(key, 0.0)
                 precision.step(optimizer, params, train_cfg.grad_clip)
+                if bayes is not None:
+                    bayes.after_step()  # clip_var
                 scheduler.step()
                 tally.add(step_loss, step_hits, count, step_parts)  # stays on the device: no sync
 
@@ -204,7 +215,8 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
                         global_step = epoch * steps_per_epoch + bad
                         raise NonFiniteLoss(f"non-finite loss ({window.bad_loss}) at epoch {epoch + 1}, step "
                                             f"{global_step} (batch {bad + 1}/{steps_per_epoch}); "
-                                            f"lr {scheduler.get_last_lr()[0]:.4g}")
+                                            f"lr {scheduler.get_last_lr()[0]:.4g}"
+                                            + (bayes.blame() if bayes is not None else ""))
                     totals.add(window)
                     elapsed = time.perf_counter() - window_start
                     run.append_metric({"event": "step", "epoch": epoch + 1, "step": epoch * steps_per_epoch + batch + 1,
@@ -226,6 +238,8 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
             extras = {key: value / seen for key, value in totals.parts.items()}
             if hasattr(model, "drop_path_prob"):
                 extras["drop_path_prob"] = model.drop_path_prob
+            if bayes is not None:  # KL, groups kept per layer, weights kept, the two factors
+                extras.update(bayes.epoch_metrics())
             run.append_metric({"event": "epoch", "epoch": epoch + 1, "split": "train", **stage, **train_metrics,
                                **extras, "lr": scheduler.get_last_lr()[0], "throughput": seen / epoch_seconds,
                                "seconds": epoch_seconds})
@@ -273,6 +287,13 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
     objective.close()
 
     # -- final test ----------------------------------------------------------------------
+    bayes_facts: dict[str, Any] = {}
+    if bayes is not None:  # unmasked/pruned/quantised errors, pruned.pt, bayes.json; leaves the model masked
+        bayes_facts = bayes.finish(
+            run.path, run.home, config.to_dict(), train_cfg.seed,
+            lambda m: evaluate(m, test_loader, device, stop, precision, channels_last), test_loader,
+            lambda images, targets: to_device(images, targets, device, channels_last))
+        run.append_metric({"event": "bayes", "epoch": train_cfg.epochs, "split": "test", **bayes_facts})
     test_metrics = evaluate(step_model, test_loader, device, stop, precision, channels_last)
     run.append_metric({"event": "test", "epoch": train_cfg.epochs, "split": "test", **test_metrics})
     summary = {"params": net.params, "macs": net.macs, "dense_params": net.dense_params,
@@ -282,5 +303,5 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
                "best_val_err1": None if math.isinf(best_err1) else best_err1, "best_epoch": best_epoch,
                "test_err1": test_metrics["err1"], "test_err5": test_metrics["err5"],
                "test_loss": test_metrics["loss"], "train_seconds": train_seconds, "val_is_test": data.val_is_test,
-               **teacher_facts}
+               **teacher_facts, **bayes_facts}
     return summary
