@@ -25,7 +25,7 @@ PRESETS = sorted((REPO / "presets").glob("*.yaml"))
 # model name -> (kwargs replacing the preset's size kwargs, synthetic image size, channels)
 SHRINK: dict[str, tuple[dict, int, int]] = {
     "tiny_convnet": ({"width": 4}, 8, 1),
-    "mlp": ({"hidden": [16]}, 8, 1),
+    "mlp": ({"hidden": [16, 8], "image_size": 8}, 8, 1),  # two hidden layers: the bayes presets give 3 thresholds
     "wrn": ({"depth": 10, "widen_factor": 1}, 8, 3),
     "resnet18": ({"width": 4}, 8, 3),
     "resnet50": ({"width": 2}, 8, 3),
