@@ -54,7 +54,7 @@ def check_pin_and_kill(check: Callable[[str, bool, str], None], results: dict[st
     from lowrank.config import validate
     from lowrank.rundir import RunDir
 
-    from console.launch import kill_run, start_worker
+    from console.backends.local import kill_run, start_worker
     from console.runs import RunStore
 
     config = validate({"name": "gpu-check", "model": {"name": "tiny_convnet", "kwargs": {"width": 64}},

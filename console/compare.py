@@ -569,13 +569,13 @@ def resume_sweep(sweep_id: str, requirement: Mapping[str, Any] | None = None,
                  home: Path | None = None) -> list[dict[str, Any]]:
     """Relaunch the entries whose run did not finish (failed, killed, vanished); returns the actions.
 
-    A run with a checkpoint is resumed in place (:func:`console.launch.relaunch` with
+    A run with a checkpoint is resumed in place (:func:`console.runs.relaunch` with
     ``resume=True``); one without gets a fresh run from the same config; a run whose
     directory is gone is recreated from the manifest. Each goes back through the
     scheduler. Finished, queued and running entries are left alone; the manifest
     records the new run ids (the old ones under ``history``).
     """
-    from console.launch import relaunch
+    from console.runs import relaunch
     from console.scheduler import ensure_scheduler, requirement_for, resolve_requirement, submit
 
     home = Path(home or lowrank_home()).resolve()

@@ -2,7 +2,12 @@
 
 Lists runs with what a researcher scans for (model, method, budget, state, epoch, loss,
 best error, elapsed, ETA), resolves unique id prefixes, and tails metrics incrementally
-by byte offset. Listing also *reconciles*: a run whose worker process vanished without
+by byte offset. It also owns the record's two write rules every layer above uses:
+:func:`locked_status` (read-modify-write of status.json under the run's lock) and the
+identity of a recorded process (:func:`worker_process`: pid plus create time, so a reused
+pid is never mistaken for our worker), and :func:`relaunch` (prepare a run to go again).
+Nothing here imports another ``console`` module: backends, the scheduler and the
+commands sit above it. Listing also *reconciles*: a run whose worker process vanished without
 writing a final state (power cut, ``kill -9``, OOM killer) is marked ``failed`` with
 error "worker disappeared" -- identified by pid plus process create time, so a reused
 pid is never mistaken for our worker.
@@ -10,26 +15,114 @@ pid is never mistaken for our worker.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import json
+import os
 import socket
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator, Mapping
 
 import psutil
 import yaml
 
 from lowrank.errors import UserError
-from lowrank.rundir import (budget_of, read_jsonl_from, CONFIG_FILE, FINAL_STATES, METRICS_FILE, STATUS_FILE, RunDir, lowrank_home,
-                            now_iso, runs_root)
+from lowrank.rundir import (budget_of, read_jsonl_from, CHECKPOINT_FILE, CONFIG_FILE, FINAL_STATES, METRICS_FILE,
+                            STATUS_FILE, RunDir, atomic_write_text, file_lock, lowrank_home, now_iso, read_json, runs_root)
 
 from lowrank.run_files import UNREADABLE, UNREADABLE_KEY, config_for_display
 
-from console.launch import locked_status, marked_processes, worker_process
-
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader lists hundreds of runs quickly
 DISAPPEARED = "worker disappeared"
+RUN_ENV = "LOWRANK_RUN_ID"  # inherited by every process of a run: the sweep's last resort
+CREATE_TIME_TOLERANCE = 1.0  # seconds; same pid + create time within this = same process
+
+
+# ---------------------------------------------------------------- status under the run's lock
+
+
+@contextlib.contextmanager
+def locked_status(run: RunDir) -> Iterator[dict[str, Any]]:
+    """Read-modify-write status.json under the run's lock (the lock update_status uses).
+
+    Lets the launcher check-and-claim a queued run atomically, so a ``kill`` of a queued
+    run and a scheduler start can never both win. Mutate the yielded dict in place.
+    """
+    with file_lock(run.file(".status.lock")):
+        status = read_json(run.file(STATUS_FILE))
+        before = json.dumps(status, sort_keys=True, default=str)
+        yield status
+        if json.dumps(status, sort_keys=True, default=str) != before:
+            atomic_write_text(run.file(STATUS_FILE), json.dumps(status, indent=2, default=str))
+
+
+# ---------------------------------------------------------------- process identity
+
+
+def process_alive(proc: psutil.Process) -> bool:
+    """Still the same process (create time checked by psutil) and not a zombie."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def worker_process(status: Mapping[str, Any]) -> psutil.Process | None:
+    """The run's live worker process, verified by create time (or by command line when
+    no create time was recorded); None when it is gone or the pid was reused."""
+    pid = status.get("pid")
+    if not pid:
+        return None
+    try:
+        proc = psutil.Process(int(pid))
+        if not process_alive(proc):
+            return None
+        recorded = status.get("create_time")
+        if recorded is not None:
+            return proc if abs(proc.create_time() - float(recorded)) < CREATE_TIME_TOLERANCE else None
+        # started by hand (python -m lowrank.train DIR): the command line names the run
+        run_id = status.get("run_id") or ""
+        return proc if run_id and any(run_id in part for part in proc.cmdline()) else None
+    except (psutil.Error, ValueError):
+        return None
+
+
+def own_lineage() -> set[int]:
+    """This process and its ancestors: never targets of a sweep."""
+    pids = {os.getpid()}
+    with contextlib.suppress(psutil.Error):
+        pids.update(parent.pid for parent in psutil.Process().parents())
+    return pids
+
+
+def marked_processes() -> dict[int, str]:
+    """pid -> run id for every live process on the host carrying a ``LOWRANK_RUN_ID`` (one pass)."""
+    found: dict[int, str] = {}
+    skip = own_lineage()
+    for proc in psutil.process_iter():
+        if proc.pid in skip:
+            continue
+        try:
+            run_id = proc.environ().get(RUN_ENV)
+            if run_id and proc.status() != psutil.STATUS_ZOMBIE:
+                found[proc.pid] = run_id
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def carries_run(proc: psutil.Process, run_id: str) -> bool:
+    try:
+        return proc.environ().get(RUN_ENV) == run_id
+    except (psutil.Error, OSError):
+        return False  # another user's process, or gone
+
+
+# ---------------------------------------------------------------- listing
+
+
 
 
 def parse_time(text: str | None) -> float | None:
@@ -264,3 +357,38 @@ class MetricsTail:
         """The whole events appended since the last call."""
         records, self.offset = read_jsonl_from(self.path, self.offset)
         return records
+
+
+# ---------------------------------------------------------------- relaunch (the record's side)
+
+
+def relaunch(run: RunDir, resume: bool) -> RunDir:
+    """Prepare a run to go again: ``resume`` re-queues it in place (from its checkpoint);
+    otherwise a new run is created from the same resolved config (``relaunched_from``).
+
+    Returns the queued run; starting it (foreground or scheduler) is the caller's choice.
+    """
+    status = reconcile(run)
+    if status.get("state") == "running":
+        raise UserError(f"run {run.run_id} is still running", hint=f"lowrank kill {run.run_id} first")
+    if not resume:
+        extra = {"relaunched_from": run.run_id}
+        for key in ("requirement", "preset", "sweep", "sweep_method", "sweep_budget", "sweep_seed"):
+            if status.get(key) is not None:
+                extra[key] = status[key]
+        return RunDir.create(run.read_config(), home=run.home, extra_status=extra)
+    if status.get("state") == "finished":
+        raise UserError(f"run {run.run_id} already finished; nothing to resume",
+                        hint=f"lowrank relaunch {run.run_id} (without --resume) trains a fresh copy")
+    if not run.file(CHECKPOINT_FILE).exists():
+        raise UserError(f"run {run.run_id} has no checkpoint to resume from",
+                        hint=f"lowrank relaunch {run.run_id} (without --resume) starts a fresh copy")
+    with locked_status(run) as current:
+        if current.get("state") == "running":
+            raise UserError(f"run {run.run_id} is still running", hint=f"lowrank kill {run.run_id} first")
+        history = list(current.get("previous_attempts") or [])
+        history.append({key: current.get(key) for key in ("state", "epoch", "ended", "exit_code", "error")})
+        current.update(state="queued", previous_attempts=history, resume=True, pid=None, pgid=None, sid=None,
+                       create_time=None, exit_code=None, ended=None, error=None, kill_requested=None,
+                       requeued=now_iso())
+    return run

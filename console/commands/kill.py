@@ -19,13 +19,13 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="print one JSON report per run")] = False,
     ) -> None:
         """Stop runs: SIGTERM (the worker saves its metrics), then SIGKILL whatever is left."""
-        from console.launch import kill_run
+        from console import backends
         from console.runs import RunStore
         from console.safe_text import clean
 
         store = RunStore()
         targets = [store.resolve(prefix) for prefix in runs]  # every id checked before anything is signalled
-        reports = [kill_run(run, grace=grace, force=force) for run in targets]
+        reports = [backends.for_run(run).kill(run, grace=grace, force=force) for run in targets]
         if as_json:
             typer.echo(json.dumps([report.to_dict() for report in reports], indent=2))
         else:

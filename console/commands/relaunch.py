@@ -19,12 +19,11 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
     ) -> None:
         """Relaunch a run: a new run from its resolved config, or the same run resumed."""
-        from console import launch
-        from console.runs import RunStore
+        from console.runs import RunStore, relaunch as prepare
         from console.scheduler import requirement_for, submit
 
         source = RunStore().resolve(run)
-        target = launch.relaunch(source, resume=resume)
+        target = prepare(source, resume=resume)
         if detach:
             submit(target, requirement_for(target), resume=resume)
             typer.echo(json.dumps({"run_id": target.run_id, "run_dir": str(target.path), "state": "queued",

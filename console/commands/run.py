@@ -67,8 +67,7 @@ def _prepare(preset: Optional[Path], overrides: list[str], resume: Optional[str]
     if resume:
         if preset is not None or overrides:
             raise UserError("--resume continues a run with its saved config; drop PRESET and --set", key="--resume")
-        from console.launch import relaunch
-        from console.runs import RunStore
+        from console.runs import RunStore, relaunch
 
         target = RunStore().resolve(resume)
         source = str(target.file(CONFIG_FILE))
@@ -86,16 +85,17 @@ def _prepare(preset: Optional[Path], overrides: list[str], resume: Optional[str]
 
 def run_foreground(run_dir, *, resume: bool, gpus: list[int], cpu: bool, as_json: bool) -> int:
     """Start the worker, draw its progress until it ends, stop it cleanly on Ctrl-C."""
-    from console.launch import kill_run, start_worker
+    from console import backends
 
-    pid = start_worker(run_dir, gpus=[] if cpu else gpus or None, resume=resume)
+    backend = backends.for_run(run_dir)
+    pid = backend.start(run_dir, gpus=[] if cpu else gpus or None, resume=resume)
     if not as_json:
         typer.echo(f"run {run_dir.run_id}  (pid {pid}, log {run_dir.path / 'output.log'})")
     try:
         status = _follow(run_dir, pid, quiet=as_json)
     except KeyboardInterrupt:
         typer.echo("\nstopping (Ctrl-C): asking the worker to stop...", err=True)
-        kill_run(run_dir)
+        backend.kill(run_dir)
         status = run_dir.read_status()
     _print_summary(run_dir, status, as_json)
     return int(status.get("exit_code") or (0 if status.get("state") == "finished" else 1))

@@ -1,5 +1,5 @@
 """What the console's keys do to runs: launch a preset, kill, relaunch (blocking; called from
-thread workers). Thin wrappers over :mod:`console.launch` and :mod:`console.scheduler`.
+thread workers). Thin wrappers over :mod:`console.backends` and :mod:`console.scheduler`.
 
 A *placement* says where a run goes: ``queue`` (the scheduler picks GPU or CPU when
 resources free up), ``queue-cpu``, ``cpu`` (start now on the CPU) or ``gpu:N`` (start now
@@ -50,14 +50,14 @@ def placement_options(snapshot: Any) -> list[tuple[str, str]]:
 
 def place(run: RunDir, placement: str, *, resume: bool = False) -> str:
     """Queue or start ``run`` as ``placement`` says; returns a one-line description."""
-    from console.launch import start_worker
+    from console import backends
     from console.scheduler import requirement_from_cli, submit
 
     if placement in ("queue", "queue-cpu"):
         submit(run, requirement_from_cli(cpu=placement == "queue-cpu"), resume=resume)
         return "queued" + (" on the CPU" if placement == "queue-cpu" else "")
     gpus = [] if placement == "cpu" else [int(placement.removeprefix("gpu:"))]
-    pid = start_worker(run, gpus=gpus, resume=resume)
+    pid = backends.for_run(run).start(run, gpus=gpus, resume=resume)
     return f"started on {'the CPU' if not gpus else f'GPU {gpus[0]}'} (pid {pid})"
 
 
@@ -107,17 +107,17 @@ def launch_preset(home: Path, preset: Path, overrides: str, placement: str) -> t
 
 def kill(home: Path, run_id: str) -> str:
     """Kill one run completely; the report's message."""
-    from console.launch import kill_run
+    from console import backends
     from console.runs import RunStore
 
-    report = kill_run(RunStore(home).get(run_id))
+    run = RunStore(home).get(run_id)
+    report = backends.for_run(run).kill(run)
     return f"{run_id}: {report.state} ({report.message})"
 
 
 def relaunch_run(home: Path, run_id: str, resume: bool, placement: str) -> tuple[RunDir, str]:
     """A new run from ``run_id``'s config, or ``run_id`` resumed in place; then place it."""
-    from console.launch import relaunch
-    from console.runs import RunStore
+    from console.runs import RunStore, relaunch
 
     run = relaunch(RunStore(home).get(run_id), resume=resume)
     return run, place(run, placement, resume=resume)

@@ -221,7 +221,8 @@ def test_runs_survive_kill_9_of_the_scheduler(fake):
     wait_for(lambda: run.read_status()["state"] == "running" and run.read_status().get("epoch", 0) >= 1, 30,
              what="the first run to train")
     submit(waiting, {"gpus": 0})  # queued behind it (one CPU run at a time)
-    info = scheduler_info(fake)
+    # the first scheduler may have exited on an empty queue: the second writes its info once started
+    info = wait_for(lambda: scheduler_info(fake).get("pid") and scheduler_info(fake), 10, what="scheduler.json")
     os.kill(info["pid"], signal.SIGKILL)
     wait_for(lambda: not scheduler_running(fake), 10, what="the lock to be released")
     from console.runs import RunStore
