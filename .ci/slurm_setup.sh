@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Start a real single-node Slurm cluster on this machine (Debian, as root), idempotently:
+# installs slurm-wlm + munge when missing, writes a munge key and /etc/slurm/slurm.conf
+# (this node's real CPUs and memory, one partition `debug`), starts munged, slurmctld and
+# slurmd unless they run, and waits until `sbatch` can place a job. Safe to run again.
+#
+#   sudo .ci/slurm_setup.sh          # then: sinfo; sbatch --wrap hostname; squeue
+set -euo pipefail
+
+if [ "$(id -u)" != 0 ]; then
+  echo "slurm_setup: must run as root (it installs packages and starts system daemons)" >&2
+  exit 1
+fi
+
+if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends slurm-wlm slurm-client munge
+fi
+
+# -- munge: the cluster's authentication (one key, shared by every daemon of the cluster)
+mkdir -p /etc/munge /var/log/munge /var/lib/munge /run/munge
+if [ ! -s /etc/munge/munge.key ]; then
+  dd if=/dev/urandom bs=1 count=1024 of=/etc/munge/munge.key status=none
+fi
+chown -R munge:munge /etc/munge /var/log/munge /var/lib/munge /run/munge
+chmod 0400 /etc/munge/munge.key
+chmod 0755 /run/munge
+if ! pgrep -x munged >/dev/null; then
+  runuser -u munge -- /usr/sbin/munged
+fi
+
+# -- slurm.conf: this node as it really is (slurmd -C prints its CPUs, sockets, memory)
+NODE=$(hostname -s)
+HW=$(slurmd -C | head -n 1 | sed -e 's/^NodeName=[^ ]* //' -e 's/ UpTime=.*//')
+MEM=$(echo "$HW" | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p')
+MEM=$(( MEM * 9 / 10 ))  # leave the OS some room: a node that reports less than it claims is drained
+HW=$(echo "$HW" | sed "s/RealMemory=[0-9]*/RealMemory=$MEM/")
+mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm
+CONF=$(cat <<EOF
+# written by .ci/slurm_setup.sh: a single-node test cluster
+ClusterName=lowrank-ci
+SlurmctldHost=$NODE
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+StateSaveLocation=/var/spool/slurmctld
+SlurmdSpoolDir=/var/spool/slurmd
+SlurmctldPidFile=/run/slurmctld.pid
+SlurmdPidFile=/run/slurmd.pid
+SlurmctldLogFile=/var/log/slurm/slurmctld.log
+SlurmdLogFile=/var/log/slurm/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+SchedulerType=sched/backfill
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+ReturnToService=2
+MinJobAge=3600
+KillWait=5
+OverTimeLimit=0
+InactiveLimit=0
+SchedulerParameters=sched_interval=2,bf_interval=2
+MpiDefault=none
+NodeName=$NODE $HW State=UNKNOWN
+PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
+EOF
+)
+if [ ! -f /etc/slurm/slurm.conf ] || [ "$(cat /etc/slurm/slurm.conf)" != "$CONF" ]; then
+  echo "$CONF" > /etc/slurm/slurm.conf
+  CHANGED=1
+else
+  CHANGED=0
+fi
+touch /etc/slurm/cgroup.conf
+
+if [ "$CHANGED" = 1 ]; then  # a running daemon with an old config: restart it
+  pkill -x slurmctld 2>/dev/null || true
+  pkill -x slurmd 2>/dev/null || true
+  sleep 1
+fi
+pgrep -x slurmctld >/dev/null || /usr/sbin/slurmctld
+pgrep -x slurmd >/dev/null || /usr/sbin/slurmd
+
+# -- ready: the node is idle (resume it if an earlier run left it down/drained)
+for _ in $(seq 60); do
+  STATE=$(sinfo -h -n "$NODE" -o %T 2>/dev/null || true)
+  case "$STATE" in
+    idle*|mixed*|allocated*) echo "slurm_setup: node $NODE $STATE ($HW)"; exit 0 ;;
+    down*|drain*) scontrol update NodeName="$NODE" State=RESUME 2>/dev/null || true ;;
+  esac
+  sleep 1
+done
+echo "slurm_setup: node $NODE did not become idle: $(sinfo -h -N -o '%N %T %E' 2>&1); see /var/log/slurm/" >&2
+exit 1
