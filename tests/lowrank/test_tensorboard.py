@@ -92,7 +92,7 @@ def test_export_converts_existing_runs_and_does_not_double(home):
     for _ in range(2):
         out = CliRunner().invoke(app, ["export", "tensorboard", "last"])
         assert out.exit_code == 0, out.output
-    assert "8 scalars" in out.output and "tensorboard --logdir" in out.output
+    assert "12 scalars" in out.output  # 4 steps x (loss, err1) + 2 evals x (err1, loss) and "tensorboard --logdir" in out.output
     logged = read_back(run.file("tensorboard"))
     assert logged["val/err1"] == [(1, 39.0), (2, 38.0)]
     assert [step for step, _ in logged["step/loss"]] == [1, 2, 3, 4]
