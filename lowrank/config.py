@@ -149,6 +149,7 @@ class TrainConfig(Section):
     channels_last: Literal[True, False, "auto"] = False  # NHWC model and batches on CUDA; no-op on the CPU (auto = on)
     accumulate: int = Field(1, ge=1)  # micro-batches per step: each batch is split, gradients summed (BN sees chunks)
     compile: bool = False  # torch.compile the student for training and evaluation (first steps are slow)
+    sync_bn: bool = False  # data-parallel runs (resources.nproc > 1): BatchNorm statistics over the global batch
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
@@ -259,6 +260,8 @@ class ResourcesConfig(Section):
     min_free_memory_gb: float = Field(0.0, ge=0)
     share: bool = False  # may start on a GPU another of our runs holds
     gpu_ids: list[int] | None = None  # pin to these GPU indices
+    nproc: int = Field(1, ge=1, le=1024)  # data-parallel processes (torchrun ranks) per node; data.batch_size is global
+    backend: Literal["local", "slurm"] = "local"  # where the worker runs: local (this host) or slurm (the `slurm:` section)
 
     @model_validator(mode="after")
     def _consistent(self) -> "ResourcesConfig":
@@ -268,6 +271,24 @@ class ResourcesConfig(Section):
             if self.gpus is not None and self.gpus != len(self.gpu_ids):
                 raise ValueError(f"gpus={self.gpus} but gpu_ids names {len(self.gpu_ids)} GPU(s)")
         return self
+
+
+class SlurmConfig(Section):
+    """How a ``resources.backend: slurm`` run is submitted (submitit's ``slurm_*`` parameters)."""
+
+    partition: str | None = None
+    time: int = Field(60, ge=1)  # minutes; the worker checkpoints on the signal before the limit and is requeued
+    nodes: int = Field(1, ge=1)
+    gpus_per_node: int = Field(0, ge=0)
+    cpus_per_task: int | None = Field(None, ge=1)
+    mem: str | None = None  # e.g. 16G
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    array_parallelism: int = Field(64, ge=1)  # compare sweeps: how many array tasks run at once
+    signal_delay_s: int = Field(120, ge=1)  # seconds before the time limit Slurm signals the worker
+    max_requeues: int = Field(3, ge=0)  # preemptions/time limits survived by requeueing from the checkpoint
+    extra: dict[str, Any] = Field(default_factory=dict)  # further sbatch options, e.g. {exclude: node3}
 
 
 class ExperimentConfig(Section):
@@ -281,6 +302,7 @@ class ExperimentConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    slurm: SlurmConfig = Field(default_factory=SlurmConfig)  # used when resources.backend is slurm
     teacher: TeacherConfig | None = None  # needed by distill and imitation
     distill: DistillConfig | None = None  # KD + AT from the teacher
     imitation: ImitationConfig | None = None  # layer-wise imitation stages instead of one training phase
