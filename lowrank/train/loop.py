@@ -24,7 +24,8 @@ from .checkpoint import atomic_save, load_checkpoint, rng_state, seed_everything
 from .device import resolve_device, to_device
 from .evaluation import evaluate, top5_error
 from .resident import ResidentLoader
-from .stop import StopFlag
+from .position import MidEpoch, Replay, window_from_dict, window_to_dict
+from .stop import StopFlag, StopRequested
 from .tally import Tally, Window, topk_hits
 
 HEARTBEAT_SECONDS = 2.0  # status.json is rewritten at most this often while training
@@ -59,6 +60,7 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
         attach(run)
 
     # -- data ------------------------------------------------------------------------
+    stop.check()  # a kill during setup stops here, between stages, not only once training runs
     data = build_datasets(config.data)
     pin = config.data.pin_memory and device.type == "cuda"
     loader_generator = torch.Generator()
@@ -78,6 +80,7 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
         test_loader = ResidentLoader(data.test, eval_bs, device)
 
     # -- network, teacher, objective, phases ---------------------------------------------
+    stop.check()
     net = build_network(config, data.num_classes, data.input_shape, device=device)
     model = net.model.to(memory_format=torch.channels_last) if channels_last else net.model
     bayes = None
@@ -104,13 +107,14 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
                   + (f" (top-5 {measured['err5']:.2f}%)" if measured["err5"] is not None else "")
                   + (f"; its run reported {claimed:.2f}%" if claimed is not None else ""), flush=True)
         run.update_status(**teacher_facts)
+    stop.check()
     objective = build_objective(config, model, teacher, data.input_shape, device)
     if bayes is not None:
         objective = bayes.wrap(objective)  # + kl_weight * KL / N (N training examples)
     phases = plan_phases(config)
     steps_per_epoch = len(train_loader)
 
-    start_epoch, best_err1, best_epoch, train_seconds, state = 0, math.inf, None, 0.0, None
+    start_epoch, best_err1, best_epoch, train_seconds, state, mid = 0, math.inf, None, 0.0, None, None
     if resume and run.file(CHECKPOINT_FILE).exists():
         state = load_checkpoint(run.file(CHECKPOINT_FILE), map_location=device)  # weights only, never code
         model.load_state_dict(state["model"])
@@ -119,6 +123,7 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
         start_epoch, best_err1, best_epoch = state["epoch"], state["best_err1"], state["best_epoch"]
         train_seconds = state.get("train_seconds", 0.0)
         set_rng_state(state["rng"])
+        mid = MidEpoch.from_checkpoint(state)  # stopped inside an epoch: continue at that step
     elif resume:
         print("no checkpoint to resume from: starting from epoch 0", flush=True)
 
@@ -137,8 +142,10 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
     accumulate = train_cfg.accumulate
     best_pending: dict[str, Any] | None = None  # best.pt content not yet on disk (written with checkpoints)
 
-    def save_checkpoint(epoch_done: int, phase_index: int) -> None:
-        """best.pt (if a better model is pending), then checkpoint.pt, both atomically."""
+    def save_checkpoint(epoch_done: int, phase_index: int, position: MidEpoch | None = None,
+                        rng: dict[str, Any] | None = None) -> None:
+        """best.pt (if a better model is pending), then checkpoint.pt, both atomically;
+        ``position``: a stop inside epoch ``epoch_done + 1`` (see lowrank.train.position)."""
         nonlocal best_pending
         if best_pending is not None:
             atomic_save(best_pending, run.file(BEST_FILE))
@@ -147,7 +154,8 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
                      "scheduler": scheduler.state_dict(), "epoch": epoch_done, "phase": phase_index,
                      "objective": objective.state_dict(), "scaler": precision.state_dict(),
                      "best_err1": best_err1, "best_epoch": best_epoch, "train_seconds": train_seconds,
-                     "rng": rng_state(), "config": config.to_dict()}, run.file(CHECKPOINT_FILE))
+                     "rng": rng if rng is not None else rng_state(), "config": config.to_dict(),
+                     "mid_epoch": position.to_checkpoint() if position is not None else None}, run.file(CHECKPOINT_FILE))
 
     last_status = time.monotonic()
     val_metrics: dict[str, float] = {}
@@ -160,7 +168,8 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
         optimizer = make_optimizer(config, phase, model, extra)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step, p=phase: lr_multiplier(p.schedule, step / steps_per_epoch, p.epochs))
-        if state is not None and start_epoch > phase.start:  # resuming inside this phase
+        inside = start_epoch > phase.start or (mid is not None and phase.start <= mid.epoch < phase.end)
+        if state is not None and inside:  # resuming inside this phase
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
         stage = {"stage": phase.name} if config.imitation is not None else {}
@@ -170,10 +179,17 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
             if hasattr(model, "drop_path_prob"):
                 model.drop_path_prob = drop_path_prob(train_cfg.drop_path_max, epoch, train_cfg.epochs)
             loader_generator.manual_seed(train_cfg.seed * 1_000_003 + epoch)  # per-epoch order: resume-exact
-            epoch_start = time.perf_counter()
-            totals, tally, window_first, window_start = Window(), Tally(), 0, time.perf_counter()
+            replay = Replay(mid) if mid is not None and epoch == mid.epoch else None
+            if replay is not None:
+                replay.begin_epoch()  # the RNG as it was when this epoch began
+            epoch_rng = rng_state()  # kept for a stop inside this epoch
+            epoch_start = time.perf_counter() - (replay.mid.seconds if replay is not None else 0.0)
+            totals = window_from_dict(replay.mid.totals) if replay is not None else Window()
+            tally, window_first, window_start = Tally(), 0, time.perf_counter()
             for batch, (images, targets) in enumerate(train_loader):
-                stop.check()
+                if replay is not None and replay.skip(batch):
+                    window_first = batch + 1
+                    continue  # trained before the stop: loaded again (same draws), not trained on
                 images, targets = to_device(images, targets, device, channels_last)
 
                 # -- forward/backward per micro-batch, one optimizer step -----------------
@@ -230,6 +246,18 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
                         run.update_status(heartbeat=now_iso())
                         last_status = time.monotonic()
 
+                # -- a stop signal: checkpoint at this step boundary, then end (resume continues here)
+                if stop.requested():
+                    window = tally.read()
+                    if window.bad_step is None:  # never checkpoint a diverged step
+                        totals.add(window)
+                        save_checkpoint(epoch, phase.index, MidEpoch(
+                            epoch, batch + 1, window_to_dict(totals), epoch_rng, {},
+                            seconds=time.perf_counter() - epoch_start))
+                    stop.check()
+            if replay is not None:
+                replay.finish()  # every batch of the epoch was trained before the stop
+
             epoch_seconds = time.perf_counter() - epoch_start
             train_seconds += epoch_seconds
             seen = totals.seen
@@ -240,9 +268,10 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
                 extras["drop_path_prob"] = model.drop_path_prob
             if bayes is not None:  # KL, groups kept per layer, weights kept, the two factors
                 extras.update(bayes.epoch_metrics())
-            run.append_metric({"event": "epoch", "epoch": epoch + 1, "split": "train", **stage, **train_metrics,
-                               **extras, "lr": scheduler.get_last_lr()[0], "throughput": seen / epoch_seconds,
-                               "seconds": epoch_seconds})
+            if replay is None or not replay.mid.epoch_logged:
+                run.append_metric({"event": "epoch", "epoch": epoch + 1, "split": "train", **stage, **train_metrics,
+                                   **extras, "lr": scheduler.get_last_lr()[0], "throughput": seen / epoch_seconds,
+                                   "seconds": epoch_seconds})
 
             # -- evaluate and checkpoint -------------------------------------------------
             last_epoch = epoch + 1 == train_cfg.epochs
@@ -251,7 +280,14 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
                     f"train loss {train_metrics['loss']:.4f} err {train_metrics['err1']:.2f}%")
             evaluated = (epoch + 1) % log_cfg.eval_every == 0 or last_epoch
             if evaluated:
-                val_metrics = evaluate(step_model, val_loader, device, stop, precision, channels_last)
+                before_eval = rng_state()  # iterating a loader draws its worker seed from the global RNG
+                try:
+                    val_metrics = evaluate(step_model, val_loader, device, stop, precision, channels_last)
+                except StopRequested:  # stopped in the epoch's evaluation: resume re-evaluates it
+                    save_checkpoint(epoch, phase.index, MidEpoch(
+                        epoch, steps_per_epoch, window_to_dict(totals), epoch_rng, {}, epoch_logged=True,
+                        seconds=epoch_seconds), rng=before_eval)
+                    raise
                 # durable before the checkpoint that records its outcome (best_err1)
                 run.append_metric({"event": "eval", "epoch": epoch + 1, "split": "val", **stage, **val_metrics},
                                   sync=checkpoint_due)
