@@ -69,24 +69,88 @@ def process_alive(proc: psutil.Process) -> bool:
         return False
 
 
+def start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (``/proc/PID/stat`` field 22).
+
+    Unlike psutil's ``create_time()`` (boot time + ticks, where the boot time is derived from
+    the wall clock), this does not move when the clock steps: an NTP jump or a VM resume
+    never makes our worker look like another process.
+    """
+    try:
+        with open(f"/proc/{int(pid)}/stat", "rb") as handle:
+            text = handle.read().decode("ascii", "replace")
+        return int(text[text.rindex(")") + 2:].split()[19])  # fields after "pid (comm)": state is field 3
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def boot_id() -> str | None:
+    """This boot's id: start ticks compare only within one boot."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as handle:
+            return handle.read().strip() or None
+    except OSError:
+        return None
+
+
+def identity_fields(pid: int) -> dict[str, Any]:
+    """What status.json records to recognise a process later: create time (display, other
+    platforms), boot-relative start ticks and the boot id."""
+    try:
+        created: float | None = psutil.Process(pid).create_time()
+    except psutil.Error:
+        created = None
+    return {"create_time": created, "start_ticks": start_ticks(pid), "boot_id": boot_id()}
+
+
+def started_as_recorded(proc: psutil.Process, status: Mapping[str, Any]) -> bool:
+    """Whether ``proc`` started when the recorded process did (boot-relative ticks when
+    recorded in this boot, else psutil's create time within a tolerance)."""
+    ticks = status.get("start_ticks")
+    if ticks is not None and status.get("boot_id") and status.get("boot_id") == boot_id():
+        return start_ticks(proc.pid) == int(ticks)
+    recorded = status.get("create_time")
+    if recorded is not None:
+        return abs(proc.create_time() - float(recorded)) < CREATE_TIME_TOLERANCE
+    return True  # nothing recorded (started by hand): the run check below decides
+
+
+def _belongs_to(proc: psutil.Process, run_id: str) -> bool:
+    """The process is a worker of this run: it carries the run's id in its environment (every
+    launcher sets it) or names the run on its command line (``python -m lowrank.train DIR``)."""
+    if carries_run(proc, run_id):
+        return True
+    try:
+        return any(run_id in part for part in proc.cmdline())
+    except (psutil.Error, OSError):
+        return False
+
+
 def worker_process(status: Mapping[str, Any]) -> psutil.Process | None:
-    """The run's live worker process, verified by create time (or by command line when
-    no create time was recorded); None when it is gone or the pid was reused."""
-    pid = status.get("pid")
-    if not pid:
+    """The run's live worker process, or None when it is gone or the pid now names another
+    process. Two checks, both needed: the recorded start (a reused pid started later) and
+    that the process is this run's worker (a status.json naming someone else's pid and start
+    time, planted or stale, never makes ``kill`` signal that process)."""
+    pid, run_id = status.get("pid"), str(status.get("run_id") or "")
+    if not pid or not run_id:
         return None
     try:
         proc = psutil.Process(int(pid))
-        if not process_alive(proc):
+        if not process_alive(proc) or not started_as_recorded(proc, status):
             return None
-        recorded = status.get("create_time")
-        if recorded is not None:
-            return proc if abs(proc.create_time() - float(recorded)) < CREATE_TIME_TOLERANCE else None
-        # started by hand (python -m lowrank.train DIR): the command line names the run
-        run_id = status.get("run_id") or ""
-        return proc if run_id and any(run_id in part for part in proc.cmdline()) else None
-    except (psutil.Error, ValueError):
+        return proc if _belongs_to(proc, run_id) else None
+    except (psutil.Error, ValueError, TypeError):
         return None
+
+
+def live_carriers(run_id: str) -> list[psutil.Process]:
+    """Live processes (not ours) whose environment carries ``LOWRANK_RUN_ID=run_id``, oldest first."""
+    procs = []
+    for pid, carried in marked_processes().items():
+        if carried == run_id:
+            with contextlib.suppress(psutil.Error):
+                procs.append(psutil.Process(pid))
+    return sorted(procs, key=lambda proc: (start_ticks(proc.pid) or 0, proc.pid))
 
 
 def own_lineage() -> set[int]:
@@ -227,12 +291,18 @@ def reconcile(run: RunDir, status: dict[str, Any] | None = None) -> dict[str, An
 
 
 def _maybe_vanished(status: dict[str, Any]) -> bool:
-    """A ``running`` run of this host whose worker process no longer exists."""
+    """A ``running`` run of this host whose worker process no longer exists, and no other
+    process of the run lives either (a run is never declared dead while any process carrying
+    its ``LOWRANK_RUN_ID`` runs: a clock step or a torchrun agent restart is not a death)."""
     if status.get("state") != "running" or not status.get("pid"):
         return False
+    if status.get("backend") not in (None, "local"):
+        return False  # another backend's job: its own poll decides
     if (status.get("launcher_host") or status.get("host")) not in (None, socket.gethostname()):
         return False
-    return worker_process(status) is None
+    if worker_process(status) is not None:
+        return False
+    return not live_carriers(str(status.get("run_id") or ""))
 
 
 class RunStore:

@@ -33,7 +33,7 @@ from console import gpus as gpus_mod
 from console.placement import (MAX_CPU_RUNS_ENV, RESOURCE_KEYS, Job, Requirement, default_max_cpu_runs,  # noqa: F401
                                impossible, plan, queued_jobs, requirement_for, requirement_from_cli,
                                requirement_from_config, resolve_requirement, running_jobs)
-from console.runs import RunStore, worker_process
+from console.runs import RunStore, identity_fields, started_as_recorded, worker_process
 
 LOCK_FILE = "scheduler.lock"
 INFO_FILE = "scheduler.json"
@@ -118,6 +118,20 @@ def ensure_scheduler(home: Path | None = None, *, python: str = sys.executable) 
     return proc.pid
 
 
+def revive(store: RunStore) -> str | None:
+    """Start a scheduler when this home has queued local runs and none holds the lock
+    (``ls``, ``run --detach`` and the console call it); a line saying what happened, or None."""
+    queued = [run.run_id for run, status in store.statuses(check=False)
+              if status.get("state") == "queued" and status.get("backend") in (None, "local")]
+    if not queued or scheduler_running(store.home):
+        return None
+    pid = ensure_scheduler(store.home)
+    if pid is None:  # another process started one in the meantime
+        return None
+    return (f"the queue had no scheduler ({len(queued)} queued run(s) waiting): started one, pid {pid} "
+            f"(log: {store.home / LOG_FILE})")
+
+
 def scheduler_info(home: Path | None = None) -> dict[str, Any]:
     """The running scheduler's pid/start time (empty when none runs)."""
     from lowrank.rundir import read_json
@@ -135,7 +149,7 @@ def stop_scheduler(home: Path | None = None, timeout: float = 10.0) -> bool:
         return False
     try:
         proc = psutil.Process(int(info["pid"]))
-        if abs(proc.create_time() - float(info.get("create_time", 0))) > 1.0:
+        if not started_as_recorded(proc, info):  # the pid names another process now
             return False
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout)
@@ -229,7 +243,7 @@ class Scheduler:
         from lowrank.rundir import atomic_write_text
 
         atomic_write_text(self.home / INFO_FILE, json.dumps({
-            "pid": os.getpid(), "create_time": psutil.Process().create_time(), "started": now_iso(),
+            "pid": os.getpid(), **identity_fields(os.getpid()), "started": now_iso(),
             "poll": self.poll, "max_cpu_runs": self.max_cpu_runs}))
 
     def _stop(self, signum: int, frame: Any) -> None:

@@ -8,6 +8,7 @@ Points (grep ``fault_point(`` for the list):
   worker-finished          after status.json says ``finished``, before the results.csv row
   worker-result-appended   after the row, before status records ``results_written``
   worker-stop-checkpoint   after the checkpoint written on SIGTERM/SIGINT, before state ``killed``
+  launcher-started-worker  the local launcher, after starting a worker, before recording it
 """
 
 from __future__ import annotations

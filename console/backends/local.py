@@ -41,13 +41,14 @@ from typing import Any, Mapping
 import psutil
 
 from lowrank.errors import UserError
+from lowrank.faults import fault_point
 from lowrank.rundir import FINAL_STATES, LOG_FILE, RunDir, now_iso
 
 from console import gpus as gpus_mod
 from console.backends.base import Backend, KillReport
 from console.placement import Job, plan, requirement_for, running_jobs
-from console.runs import (CREATE_TIME_TOLERANCE, RUN_ENV, RunStore, carries_run, locked_status, own_lineage,
-                          relaunch, worker_process)
+from console.runs import (CREATE_TIME_TOLERANCE, RUN_ENV, RunStore, carries_run, identity_fields, live_carriers,
+                          locked_status, own_lineage, relaunch, worker_process)
 from console.runs import process_alive as _alive
 
 WORKER_MODULE = "lowrank.train"
@@ -141,6 +142,9 @@ def start_worker(run: RunDir, *, gpus: list[int] | None = None, resume: bool = F
         if worker_process(status) is not None:  # whatever the state says: never two workers on one dir
             raise UserError(f"run {run.run_id} is already running (pid {status.get('pid')})",
                             hint=f"lowrank kill {run.run_id}")
+        orphans = live_carriers(run.run_id)
+        if orphans:  # a launcher died between starting a worker and recording it: adopt that worker
+            return _adopt(run, status, orphans)
         if state in FINAL_STATES and not resume:
             raise UserError(f"run {run.run_id} has already ended ({state})",
                             hint=f"lowrank relaunch {run.run_id} [--resume]")
@@ -150,17 +154,37 @@ def start_worker(run: RunDir, *, gpus: list[int] | None = None, resume: bool = F
             log.flush()
             proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True, close_fds=True, env=env)
-        try:
-            create_time = psutil.Process(proc.pid).create_time()
-        except psutil.Error:  # exited already: the reaper records it
-            create_time = None
-        status.update(state="running", pid=proc.pid, pgid=proc.pid, sid=proc.pid, create_time=create_time,
+        fault_point("launcher-started-worker")  # tests: the launcher dies before recording its worker
+        status.update(state="running", pid=proc.pid, pgid=proc.pid, sid=proc.pid, **identity_fields(proc.pid),
                       gpus=gpus, launcher_host=socket.gethostname(), launcher_pid=os.getpid(), launched=now_iso(),
                       command=command, cwd=os.getcwd(), attempt=int(status.get("attempt") or 0) + 1,
                       launch_epoch=int(status.get("epoch") or 0) if resume else 0, resume=resume,
                       exit_code=None, ended=None, error=None, kill_requested=None)
     threading.Thread(target=_reap, args=(run, proc), name=f"reap-{proc.pid}", daemon=True).start()
     return proc.pid
+
+
+def _adopt(run: RunDir, status: dict[str, Any], orphans: list[psutil.Process]) -> int:
+    """Record a live, unrecorded worker of this run as its worker (called under the status lock)
+    instead of starting a second one: the run's first process (its oldest carrier whose parent
+    does not carry the run) becomes ``pid``; its session and group are the run's."""
+    pids = {proc.pid for proc in orphans}
+    top = next((proc for proc in orphans if _parent_pid(proc) not in pids), orphans[0])
+    try:
+        group, session = os.getpgid(top.pid), os.getsid(top.pid)
+    except OSError:
+        group = session = top.pid
+    status.update(state="running", pid=top.pid, pgid=group, sid=session, **identity_fields(top.pid),
+                  launched=status.get("launched") or now_iso(), launcher_host=socket.gethostname(),
+                  adopted=now_iso(), exit_code=None, ended=None, error=None, kill_requested=None)
+    return top.pid
+
+
+def _parent_pid(proc: psutil.Process) -> int | None:
+    try:
+        return proc.ppid()
+    except psutil.Error:
+        return None
 
 
 def _choose_gpus(run: RunDir) -> list[int] | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Optional
 
 import typer
@@ -49,6 +48,7 @@ def register(app: typer.Typer) -> None:
         store = RunStore()
         _repair(store)
         infos = store.list(state or None)
+        _revive_queue(store, infos)
         total = len(infos)
         if last:
             infos = infos[-last:]
@@ -68,6 +68,18 @@ def register(app: typer.Typer) -> None:
         _table(infos)
         if len(infos) < total:
             typer.echo(f"{len(infos)} most recent of {total} runs (lowrank ls --all for every run, -n N for N)", err=True)
+
+
+def _revive_queue(store, infos) -> None:
+    """Queued runs with no scheduler to start them (it was killed, or the machine rebooted):
+    start one, and say so on stderr (the JSON on stdout stays clean)."""
+    if not any(info.state == "queued" for info in infos):
+        return
+    from console.scheduler import revive
+
+    message = revive(store)
+    if message:
+        typer.echo(message, err=True)
 
 
 def _repair(store) -> None:

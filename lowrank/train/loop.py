@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from ..amp import Precision
 from ..config import from_dict
 from ..errors import UserError
+from ..faults import fault_point
 from ..provenance import record_runtime
 from ..rundir import BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, RunDir, now_iso
 from ..trial import Pruned, TrialReporter
@@ -254,6 +255,7 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
                         save_checkpoint(epoch, phase.index, MidEpoch(
                             epoch, batch + 1, window_to_dict(totals), epoch_rng, {},
                             seconds=time.perf_counter() - epoch_start))
+                        fault_point("worker-stop-checkpoint")
                     stop.check()
             if replay is not None:
                 replay.finish()  # every batch of the epoch was trained before the stop
