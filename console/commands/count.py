@@ -39,7 +39,8 @@ def register(app: typer.Typer) -> None:
 
         result = count_preset(preset, set_, train=train)
         if as_json:
-            typer.echo(dumps({k: v for k, v in result.items() if k != "layers"} | {"layers": result["layers"]},
+            typer.echo(dumps({k: v for k, v in result.items() if k not in ("layers", "module_types")}
+                             | {"layers": result["layers"]},
                              indent=2, default=str))
             return
         _print(result, None if layers else depth)

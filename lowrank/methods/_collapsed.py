@@ -172,8 +172,9 @@ class CollapsibleLinear(nn.Module):
         return x.numel() // x.shape[-1] * self.per_position_macs()
 
     def batch_macs(self, positions: int) -> int:
-        """Mult-adds one forward on ``positions`` vectors executes in the current mode, with autograd
-        on: the collapsed path pays one matrix build per forward (never cached while training)."""
+        """Mult-adds one forward on ``positions`` vectors executes in the current mode: in training
+        (autograd on) the collapsed path pays one matrix build per forward; in eval (no_grad) it
+        uses the cached matrix."""
         if self.path_for(positions) == "collapse":
             build = self.build_cost() if self.training else 0  # eval: the cached matrix
             return build + positions * self.in_features * self.out_features
