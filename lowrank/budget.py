@@ -6,7 +6,8 @@ on a parameter count; here the search is on EXACT counts instead. The network's 
 
     total(hp) = params of everything not substituted + sum over planned convs of method.params(spec, hp)
 
-which is analytic (no model is rebuilt per step) and a monotone step function of ``hp`` in
+over the deployable network (the model's training-only modules, e.g. an auxiliary head, are
+outside both terms and outside the dense count a budget fraction refers to), which is analytic (no model is rebuilt per step) and a monotone step function of ``hp`` in
 the method's declared direction. Integer hps are bisected directly; float hps are bisected
 to the step edge next to the target, then the nearer of the two bracketing counts wins and
 the returned hp is a short decimal inside that step (not on its edge). The result is checked
