@@ -138,7 +138,7 @@ def _print(result: dict, depth: int | None) -> None:
     if train:
         extra = "".join(f", incl. {e['macs']:,} {e['label']}" for e in train["training_only_macs"])
         console.print(f"training    {train['macs']:,} mult-adds per image (one forward at batch {train['batch_size']}, "
-                      f"a per-forward matrix build spread over its {train['batch_size']} images{extra})")
+                      f"any per-forward matrix build spread over its {train['batch_size']} images{extra})")
     if result.get("hp") is not None:
         console.print(f"hp          {result['hp']:.6g}")
     if result.get("budget_target") is not None:
