@@ -129,7 +129,8 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
         print("no checkpoint to resume from: starting from epoch 0", flush=True)
 
     facts = net.summary()
-    run.update_status(**{k: facts[k] for k in ("params", "macs", "dense_params", "dense_macs", "method", "hp")},
+    run.update_status(**{k: facts[k] for k in ("params", "macs", "dense_params", "dense_macs", "method", "hp",
+                                                  "training_only_params")},
                       epoch=start_epoch, steps_per_epoch=steps_per_epoch, val_is_test=data.val_is_test)
     run.append_metric({"event": "start", "epoch": start_epoch, "resumed": bool(resume and start_epoch),
                        "device": str(device), "data": describe(data), "amp": precision.mode,
