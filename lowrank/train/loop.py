@@ -18,6 +18,7 @@ from ..amp import Precision
 from ..config import from_dict
 from ..distributed import Solo, connect, rank_seed, read_env
 from ..errors import UserError
+from ..faults import armed
 from ..provenance import record_runtime
 from ..rundir import BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, RunDir, now_iso
 from ..trial import Pruned, TrialReporter
@@ -188,6 +189,7 @@ def _train(run: RunDir, resume: bool, stop: StopFlag, config: Any, device: torch
     step_model = torch.compile(ddp or model) if train_cfg.compile else (ddp or model)
     eval_model = (torch.compile(model) if train_cfg.compile else model) if ddp is not None else step_model
     step_stop = LockstepStop(stop, group) if group.distributed else stop
+    poisoned = group.distributed and armed(f"nan-loss@rank{group.rank}")  # tests only (lowrank.faults)
     train_size, global_batch = len(data.train), config.data.batch_size
     accumulate = train_cfg.accumulate
     best_pending: dict[str, Any] | None = None  # best.pt content not yet on disk (written with checkpoints)
@@ -256,6 +258,8 @@ def _train(run: RunDir, resume: bool, stop: StopFlag, config: Any, device: torch
                     with local:
                         with precision.autocast():
                             loss, logits, parts = objective(step_model, chunk_images, chunk_targets, phase)
+                        if poisoned and batch >= 2:
+                            loss = loss * float("nan")
                         hits = topk_hits(logits, chunk_targets)
                         if accumulate == 1:
                             precision.backward(loss if scale == 1.0 else loss * scale)
