@@ -70,7 +70,9 @@ def assert_close(a, b, tol: float = 1e-4) -> None:
     # no BatchNorm; 123 images: the last global batch (11) splits 6 + 5, and 2 micro-batches per step
     ["model.name=mlp", "model.kwargs={hidden: [16]}", "train.accumulate=2",
      "data.kwargs={num_classes: 4, channels: 1, image_size: 8, num_train: 123, num_val: 32, num_test: 32, noise: 2.0}"],
-], ids=["sync_bn", "mlp-accumulate-uneven"])
+    # the dataset on the device: every rank augments the whole global batch and keeps its slice
+    ["train.sync_bn=true", "data.device=cpu", "data.augment.random_crop=true", "data.augment.flip=true"],
+], ids=["sync_bn", "mlp-accumulate-uneven", "resident-augmented"])
 def test_two_ranks_equal_one_process_with_the_same_global_batch(home, overrides):
     single = make_run(EXACT + overrides)
     assert main([str(single.path)]) == 0
@@ -87,6 +89,21 @@ def test_two_ranks_equal_one_process_with_the_same_global_batch(home, overrides)
     assert len((home / "results.csv").read_text().splitlines()) == 3  # header + one row per run
     log = double.file("output.log").read_text()
     assert log.count("finished: test err") == 1
+
+
+@pytest.mark.slow
+def test_a_distilled_student_on_two_ranks_equals_one_process(home):
+    """The teacher runs on every rank (KD + attention transfer on each rank's slice)."""
+    teacher = make_run(EXACT + ["name=teacher", "substitute.method=dense", "train.epochs=1"])
+    assert main([str(teacher.path)]) == 0
+    distill = ["train.sync_bn=true", f"teacher.checkpoint={teacher.run_id}", "distill.alpha=0.5",
+               "distill.temperature=4", "distill.at_beta=10"]
+    single = make_run(EXACT + distill)
+    assert main([str(single.path)]) == 0
+    double = make_run(EXACT + distill + ["resources.nproc=2"])
+    assert torchrun(double) == 0, double.file("output.log").read_text()[-3000:]
+    assert_close(figures(double), figures(single))
+    assert double.read_status()["teacher_err1"] == single.read_status()["teacher_err1"]  # sharded check, reduced
 
 
 def test_without_sync_bn_the_ranks_normalise_their_own_halves(home):
@@ -179,3 +196,24 @@ def test_killed_mid_epoch_and_resumed_equals_uninterrupted(home, monkeypatch):
         assert_close(resumed.read_status()[key], straight.read_status()[key])
     starts = [r for r in resumed.read_metrics() if r.get("event") == "start"]
     assert len(starts) == 2 and starts[1]["resumed"] is True and starts[1]["epoch"] >= 1
+
+
+def test_sigterm_to_one_rank_stops_both_at_the_same_step(home, monkeypatch):
+    """Not through the agent: rank 1 alone is signalled; the lockstep check stops rank 0 with it."""
+    import signal
+
+    from console.backends.local import start_worker
+
+    monkeypatch.delenv("LOWRANK_WORKER", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    run = make_run(AUGMENTED + ["train.epochs=100"])
+    start_worker(run, gpus=[])
+    wait_for(lambda: sum(r.get("event") == "step" for r in run.read_metrics()) >= 2, 120, "steps")
+    ranks = run.read_status()["rank_pids"]
+    os.kill(ranks[1], signal.SIGTERM)
+    wait_for(lambda: run.read_status().get("state") in ("finished", "failed", "killed"), 60, "the end")
+    status = run.read_status()
+    assert status["state"] == "killed" and status["error"] == "stopped by SIGTERM", status
+    assert [r["state"] for r in run.read_metrics() if r.get("event") == "end"] == ["killed"]
+    wait_for(lambda: not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+                             for pid in [status["pid"], *ranks]), 60, "agent and ranks to exit")
