@@ -115,13 +115,18 @@ class Group(Solo):
         self.rank, self.world_size, self.is_main, self.distributed = env.rank, env.world_size, env.is_main, True
         self.device = device
         timeout = datetime.timedelta(minutes=TIMEOUT_MINUTES)
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-            dist.init_process_group("nccl", timeout=timeout, device_id=device)
-            self._host = dist.new_group(backend="gloo", timeout=timeout)  # flags and objects stay on the host
-        else:
-            dist.init_process_group("gloo", timeout=timeout)
-            self._host = None  # the default group is gloo already
+        try:
+            if device.type == "cuda":
+                torch.cuda.set_device(device)
+                dist.init_process_group("nccl", timeout=timeout, device_id=device)
+                self._host = dist.new_group(backend="gloo", timeout=timeout)  # flags and objects stay on the host
+            else:
+                dist.init_process_group("gloo", timeout=timeout)
+                self._host = None  # the default group is gloo already
+        except ValueError as error:  # env:// without MASTER_ADDR/MASTER_PORT: started by hand with WORLD_SIZE set
+            raise UserError(f"cannot join the process group of {env.world_size} ranks: {error}", key="MASTER_ADDR",
+                            hint="start data-parallel runs with torchrun (lowrank run --nproc N), which sets "
+                                 "the rendezvous") from None
         self._dist = dist
 
     def sum(self, tensor: Any) -> Any:

@@ -217,3 +217,29 @@ def test_sigterm_to_one_rank_stops_both_at_the_same_step(home, monkeypatch):
     assert [r["state"] for r in run.read_metrics() if r.get("event") == "end"] == ["killed"]
     wait_for(lambda: not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
                              for pid in [status["pid"], *ranks]), 60, "agent and ranks to exit")
+
+
+def test_ranks_started_without_torchrun_join_the_rendezvous_the_environment_names(home):
+    """As Slurm (submitit) starts them: one plain process per rank with RANK, WORLD_SIZE, LOCAL_RANK,
+    MASTER_ADDR and MASTER_PORT set - no torchrun, no --standalone."""
+    import socket
+
+    single = make_run(EXACT + ["train.sync_bn=true", "train.epochs=1"])
+    assert main([str(single.path)]) == 0
+    run = make_run(EXACT + ["train.sync_bn=true", "train.epochs=1", "resources.nproc=2"])
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with open(run.file("output.log"), "ab") as log:
+        ranks = [subprocess.Popen([sys.executable, "-m", "lowrank.train", str(run.path)], stdout=log,
+                                  stderr=subprocess.STDOUT, cwd=REPO,
+                                  env={**os.environ, "OMP_NUM_THREADS": "1", "RANK": str(rank),
+                                       "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+                                       "MASTER_PORT": str(port)})
+                 for rank in range(2)]
+        codes = [proc.wait(300) for proc in ranks]
+    assert codes == [0, 0], run.file("output.log").read_text()[-3000:]
+    status = run.read_status()
+    assert status["state"] == "finished" and status["world_size"] == 2 and status["launcher"] == "env"
+    assert status["rank_pids"] == [proc.pid for proc in ranks]
+    assert_close(figures(run), figures(single))
