@@ -243,3 +243,14 @@ def test_ranks_started_without_torchrun_join_the_rendezvous_the_environment_name
     assert status["state"] == "finished" and status["world_size"] == 2 and status["launcher"] == "env"
     assert status["rank_pids"] == [proc.pid for proc in ranks]
     assert_close(figures(run), figures(single))
+
+
+def test_rank_slices_partition_every_batch_in_order():
+    from lowrank.train.shard import shard
+
+    for length in range(0, 40):
+        for world in (1, 2, 3, 8):
+            batch = list(range(100, 100 + length))
+            parts = [list(shard(batch, rank, world)) for rank in range(world)]
+            assert sum(parts, []) == batch  # every item once, in the loader's order
+            assert max(map(len, parts)) - min(map(len, parts)) <= 1
