@@ -185,7 +185,7 @@ def _train(run: RunDir, resume: bool, stop: StopFlag, config: Any, device: torch
     # a compiled student for the forward passes; `model` stays the plain module (state dicts, hooks);
     # with W ranks the student trains inside DistributedDataParallel and evaluates unwrapped (its
     # shards differ in length, so a forward must not be a collective)
-    ddp = wrap(model, group, device) if group.distributed else None
+    ddp = wrap(model, group, device, train_cfg.aux_weight) if group.distributed else None
     step_model = torch.compile(ddp or model) if train_cfg.compile else (ddp or model)
     eval_model = (torch.compile(model) if train_cfg.compile else model) if ddp is not None else step_model
     step_stop = LockstepStop(stop, group) if group.distributed else stop

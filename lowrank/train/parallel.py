@@ -74,11 +74,16 @@ class LockstepStop:
             raise StopRequested(self.stop.signum or signal.SIGTERM)
 
 
-def wrap(model: nn.Module, group: Solo, device: torch.device) -> nn.Module:
-    """``model`` in ``DistributedDataParallel`` (it broadcasts rank 0's weights and buffers now)."""
+def wrap(model: nn.Module, group: Solo, device: torch.device, aux_weight: float = 0.0) -> nn.Module:
+    """``model`` in ``DistributedDataParallel`` (it broadcasts rank 0's weights and buffers now).
+
+    An auxiliary head the objective ignores (``train.aux_weight`` 0) gets no gradient: DDP must
+    then look for unused parameters every step, so it is told to only in that case."""
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    unused = bool(getattr(model, "auxiliary", False)) and not aux_weight
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                   find_unused_parameters=unused)
 
 
 def sync_buffers(model: nn.Module, group: Solo) -> None:
