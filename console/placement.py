@@ -36,8 +36,10 @@ from lowrank.rundir import RunDir, now_iso
 from console.gpus import HostSnapshot
 from console.runs import parse_time
 
-RESOURCE_KEYS = ("gpus", "min_free_memory_gb", "share", "gpu_ids", "nproc")
-OTHER_KEYS = ("backend",)  # in the config's resources section, but chosen elsewhere (console.backends)
+RESOURCE_KEYS = ("gpus", "min_free_memory_gb", "share", "gpu_ids")
+# resources keys that say how the worker runs, not where: accepted here, used by the backends
+# (nproc also sets how many GPUs a run needs: one per rank)
+WORKER_KEYS = ("nproc", "backend")
 MAX_CPU_RUNS_ENV = "LOWRANK_MAX_CPU_RUNS"
 
 
@@ -106,9 +108,10 @@ class Requirement:
             return cls(gpus=0)
         if not isinstance(data, Mapping):
             raise UserError(f"expected a mapping with keys {', '.join(RESOURCE_KEYS)} or 'cpu'", key=key)
-        unknown = sorted(set(data) - set(RESOURCE_KEYS) - set(OTHER_KEYS))
+        unknown = sorted(set(data) - set(RESOURCE_KEYS) - set(WORKER_KEYS))
         if unknown:
-            raise UserError("unknown key", key=f"{key}.{unknown[0]}", hint=f"known keys: {', '.join(RESOURCE_KEYS)}")
+            raise UserError("unknown key", key=f"{key}.{unknown[0]}",
+                            hint=f"known keys: {', '.join(RESOURCE_KEYS + WORKER_KEYS)}")
         try:
             ids = data.get("gpu_ids")
             return cls(gpus=None if data.get("gpus") is None else int(data["gpus"]),

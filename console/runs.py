@@ -279,28 +279,15 @@ class RunStore:
             infos.append(run_info(run, status, read_config(run), now))
         return infos
 
-    def resolve(self, prefix: str) -> RunDir:
-        """The run whose id is ``prefix`` or starts with it (a unique prefix).
-
-        A path to a run directory is accepted too. No match or several matches is a
-        :class:`UserError` that lists the candidates.
+    def resolve(self, text: str) -> RunDir:
+        """The run that ``text`` names: a full id, ``last``/``last~N``, an id tail as the console
+        shows it (``3f2a``), a unique prefix, or a path to a run directory
+        (:mod:`console.run_ids`: one grammar for every command). No match or several
+        matches is a :class:`UserError` that lists the candidates.
         """
-        prefix = prefix.strip()
-        as_path = Path(prefix).expanduser()
-        if (as_path / STATUS_FILE).exists() and (as_path / CONFIG_FILE).exists():
-            return RunDir(as_path.resolve())
-        ids = [run.run_id for run in self.run_dirs()]
-        if prefix in ids:
-            return RunDir(self.root / prefix)
-        # also accept the part after the timestamp, e.g. "quickstart-3f2a" or "quick"
-        matches = [rid for rid in ids if rid.startswith(prefix) or _name_part(rid).startswith(prefix)]
-        if len(matches) == 1:
-            return RunDir(self.root / matches[0])
-        if not matches:
-            recent = ", ".join(ids[-5:]) or "none yet"
-            raise UserError(f"no run matches {prefix!r} in {self.root}", hint=f"recent runs: {recent}")
-        shown = ", ".join(matches[:10]) + (f" ... ({len(matches)} in all)" if len(matches) > 10 else "")
-        raise UserError(f"{prefix!r} matches {len(matches)} runs: {shown}", hint="give a longer prefix")
+        from console.run_ids import resolve_in  # layer 0, pure: the grammar lives there
+
+        return resolve_in(self.root, text)
 
     def pid_map(self) -> dict[int, str]:
         """pid -> run id for every process of every running run (worker, group, descendants)."""
@@ -323,12 +310,6 @@ class RunStore:
             if run_id in running:
                 found.setdefault(pid, run_id)
         return found
-
-
-def _name_part(run_id: str) -> str:
-    """``20240101-120000-quickstart-3f2a`` -> ``quickstart-3f2a``."""
-    parts = run_id.split("-", 2)
-    return parts[2] if len(parts) == 3 else run_id
 
 
 def read_config(run: RunDir) -> dict[str, Any]:

@@ -25,10 +25,11 @@ from ..trial import Pruned, TrialReporter
 from .checkpoint import atomic_save, load_checkpoint, rng_state, seed_everything, set_rng_state
 from .device import resolve_device, to_device
 from .evaluation import evaluate, top5_error
-from .parallel import LockstepStop, check_config, process_facts, sync_buffers, wrap
+from .parallel import LockstepStop, check_config, process_facts, rank_states, sync_buffers, wrap
 from .resident import ResidentLoader
 from .shard import ShardedBatches, check_split
-from .stop import StopFlag
+from .position import MidEpoch, Replay, window_from_dict, window_to_dict
+from .stop import StopFlag, StopRequested
 from .tally import Tally, Window, topk_hits
 
 HEARTBEAT_SECONDS = 2.0  # status.json is rewritten at most this often while training
@@ -56,9 +57,14 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
         group.close()
 
 
-def _train(run: RunDir, resume: bool, stop: StopFlag, config: Any, device: torch.device,
+def _train(run: RunDir, resume: bool, local_stop: StopFlag, config: Any, device: torch.device,
            group: Solo) -> dict[str, Any]:
-    """The loop itself, on this rank's ``device`` in ``group`` (lowrank.distributed.SOLO: one process)."""
+    """The loop itself, on this rank's ``device`` in ``group`` (lowrank.distributed.SOLO: one process).
+
+    ``stop`` is what the loop checks: the signal flag itself for one process, with W ranks a
+    collective check (LockstepStop) so every rank stops, and checkpoints, at the same step.
+    """
+    stop = LockstepStop(local_stop, group) if group.distributed else local_stop
     from ..build import build_network
     from ..data import build_datasets, describe
     from ..protocol import build_objective, drop_path_prob, make_optimizer, plan_phases
@@ -83,6 +89,7 @@ def _train(run: RunDir, resume: bool, stop: StopFlag, config: Any, device: torch
         attach(run)
 
     # -- data ------------------------------------------------------------------------
+    stop.check()  # a kill during setup stops here, between stages, not only once training runs
     data = build_datasets(config.data)
     pin = config.data.pin_memory and device.type == "cuda"
     loader_generator = torch.Generator()
@@ -117,6 +124,7 @@ def _train(run: RunDir, resume: bool, stop: StopFlag, config: Any, device: torch
         test_loader = ResidentLoader(data.test, eval_bs, device, shard=shard)
 
     # -- network, teacher, objective, phases ---------------------------------------------
+    stop.check()
     net = build_network(config, data.num_classes, data.input_shape, device=device)
     model = net.model.to(memory_format=torch.channels_last) if channels_last else net.model
     if train_cfg.sync_bn and group.distributed:  # before any hook or optimiser sees the BatchNorm layers
@@ -139,7 +147,7 @@ def _train(run: RunDir, resume: bool, stop: StopFlag, config: Any, device: torch
         claimed = claimed_error(teacher_path)  # what the teacher's own run reported, if it is one of ours
         teacher_facts = {"teacher_checkpoint": str(teacher_path), "teacher_claimed_err1": claimed}
         if config.teacher.verify:
-            measured = evaluate(teacher, test_loader, device, stop, precision, channels_last, group)
+            measured = evaluate(teacher, test_loader, device, local_stop, precision, channels_last, group)
             teacher_facts.update(teacher_err1=measured["err1"], teacher_err5=measured["err5"])
             run.append_metric({"event": "teacher", "split": "test", "checkpoint": str(teacher_path),
                                "claimed_err1": claimed, **measured})
@@ -147,6 +155,7 @@ def _train(run: RunDir, resume: bool, stop: StopFlag, config: Any, device: torch
                   + (f" (top-5 {measured['err5']:.2f}%)" if measured["err5"] is not None else "")
                   + (f"; its run reported {claimed:.2f}%" if claimed is not None else ""), flush=True)
         run.update_status(**teacher_facts)
+    stop.check()
     objective = build_objective(config, model, teacher, data.input_shape, device)
     if bayes is not None:
         objective = bayes.wrap(objective)  # + kl_weight * KL / N (N training examples)
@@ -155,7 +164,7 @@ def _train(run: RunDir, resume: bool, stop: StopFlag, config: Any, device: torch
 
     if group.rank:  # each rank's own augmentation/dropout draws (rank 0 keeps the single-process stream)
         seed_everything(rank_seed(train_cfg.seed, group.rank), train_cfg.deterministic)
-    start_epoch, best_err1, best_epoch, train_seconds, state = 0, math.inf, None, 0.0, None
+    start_epoch, best_err1, best_epoch, train_seconds, state, mid = 0, math.inf, None, 0.0, None, None
     if resume and run.file(CHECKPOINT_FILE).exists():
         state = load_checkpoint(run.file(CHECKPOINT_FILE), map_location=device)  # weights only, never code
         model.load_state_dict(state["model"])
@@ -163,12 +172,9 @@ def _train(run: RunDir, resume: bool, stop: StopFlag, config: Any, device: torch
         precision.load_state_dict(state.get("scaler", {}))
         start_epoch, best_err1, best_epoch = state["epoch"], state["best_err1"], state["best_epoch"]
         train_seconds = state.get("train_seconds", 0.0)
-        ranks = state.get("rng_ranks")
-        if group.distributed and ranks is not None and len(ranks) != group.world_size:
-            say(f"warning: the checkpoint holds RNG states of {len(ranks)} ranks, this run has "
-                f"{group.world_size}: the resumed run is not bit-exact", flush=True)
-        set_rng_state(ranks[group.rank] if ranks is not None and len(ranks) == group.world_size
-                      else state["rng"])
+        state = rank_states(state, group, say)  # with W ranks: this rank's own RNG states
+        set_rng_state(state["rng"])
+        mid = MidEpoch.from_checkpoint(state)  # stopped inside an epoch: continue at that step
     elif resume:
         say("no checkpoint to resume from: starting from epoch 0", flush=True)
 
@@ -188,17 +194,20 @@ def _train(run: RunDir, resume: bool, stop: StopFlag, config: Any, device: torch
     ddp = wrap(model, group, device, train_cfg.aux_weight) if group.distributed else None
     step_model = torch.compile(ddp or model) if train_cfg.compile else (ddp or model)
     eval_model = (torch.compile(model) if train_cfg.compile else model) if ddp is not None else step_model
-    step_stop = LockstepStop(stop, group) if group.distributed else stop
     poisoned = group.distributed and armed(f"nan-loss@rank{group.rank}")  # tests only (lowrank.faults)
     train_size, global_batch = len(data.train), config.data.batch_size
     accumulate = train_cfg.accumulate
     best_pending: dict[str, Any] | None = None  # best.pt content not yet on disk (written with checkpoints)
 
-    def save_checkpoint(epoch_done: int, phase_index: int) -> None:
-        """best.pt (if a better model is pending), then checkpoint.pt, both atomically (rank 0; with W
-        ranks every rank's RNG state is gathered into it, so each resumes its own stream)."""
+    def save_checkpoint(epoch_done: int, phase_index: int, position: MidEpoch | None = None,
+                        rng: dict[str, Any] | None = None) -> None:
+        """best.pt (if a better model is pending), then checkpoint.pt, both atomically;
+        ``position``: a stop inside epoch ``epoch_done + 1`` (see lowrank.train.position).
+        With W ranks (all call this) rank 0 writes, with every rank's RNG states gathered in."""
         nonlocal best_pending
-        rngs = group.gather(rng_state()) if group.distributed else None
+        rng = rng if rng is not None else rng_state()
+        ranks = group.gather((rng, position.epoch_rng if position is not None else None)) \
+            if group.distributed else None
         if not group.is_main:
             return
         if best_pending is not None:
@@ -208,8 +217,10 @@ def _train(run: RunDir, resume: bool, stop: StopFlag, config: Any, device: torch
                      "scheduler": scheduler.state_dict(), "epoch": epoch_done, "phase": phase_index,
                      "objective": objective.state_dict(), "scaler": precision.state_dict(),
                      "best_err1": best_err1, "best_epoch": best_epoch, "train_seconds": train_seconds,
-                     "rng": rngs[0] if rngs else rng_state(), **({"rng_ranks": rngs} if rngs else {}),
-                     "config": config.to_dict()}, run.file(CHECKPOINT_FILE))
+                     "rng": rng, "config": config.to_dict(),
+                     "mid_epoch": position.to_checkpoint() if position is not None else None,
+                     **({"rng_ranks": [r for r, _ in ranks], "epoch_rng_ranks": [e for _, e in ranks]}
+                        if ranks else {})}, run.file(CHECKPOINT_FILE))
 
     last_status = time.monotonic()
     val_metrics: dict[str, float] = {}
@@ -222,7 +233,8 @@ def _train(run: RunDir, resume: bool, stop: StopFlag, config: Any, device: torch
         optimizer = make_optimizer(config, phase, model, extra)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step, p=phase: lr_multiplier(p.schedule, step / steps_per_epoch, p.epochs))
-        if state is not None and start_epoch > phase.start:  # resuming inside this phase
+        inside = start_epoch > phase.start or (mid is not None and phase.start <= mid.epoch < phase.end)
+        if state is not None and inside:  # resuming inside this phase
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
         stage = {"stage": phase.name} if config.imitation is not None else {}
@@ -232,10 +244,17 @@ def _train(run: RunDir, resume: bool, stop: StopFlag, config: Any, device: torch
             if hasattr(model, "drop_path_prob"):
                 model.drop_path_prob = drop_path_prob(train_cfg.drop_path_max, epoch, train_cfg.epochs)
             loader_generator.manual_seed(train_cfg.seed * 1_000_003 + epoch)  # per-epoch order: resume-exact
-            epoch_start = time.perf_counter()
-            totals, tally, window_first, window_start = Window(), Tally(), 0, time.perf_counter()
+            replay = Replay(mid) if mid is not None and epoch == mid.epoch else None
+            if replay is not None:
+                replay.begin_epoch()  # the RNG as it was when this epoch began
+            epoch_rng = rng_state()  # kept for a stop inside this epoch
+            epoch_start = time.perf_counter() - (replay.mid.seconds if replay is not None else 0.0)
+            totals = window_from_dict(replay.mid.totals) if replay is not None else Window()
+            tally, window_first, window_start = Tally(), 0, time.perf_counter()
             for batch, (images, targets) in enumerate(train_loader):
-                step_stop.check()
+                if replay is not None and replay.skip(batch):
+                    window_first = batch + 1
+                    continue  # trained before the stop: loaded again (same draws), not trained on
                 images, targets = to_device(images, targets, device, channels_last)
 
                 # -- forward/backward per micro-batch, one optimizer step -----------------
@@ -301,6 +320,18 @@ def _train(run: RunDir, resume: bool, stop: StopFlag, config: Any, device: torch
                         run.update_status(heartbeat=now_iso())
                         last_status = time.monotonic()
 
+                # -- a stop signal: checkpoint at this step boundary, then end (resume continues here)
+                if stop.requested():  # with W ranks: agreed by all, so all checkpoint here together
+                    window = tally.read(group.sum if group.distributed else None)
+                    if window.bad_step is None:  # never checkpoint a diverged step
+                        totals.add(window)
+                        save_checkpoint(epoch, phase.index, MidEpoch(
+                            epoch, batch + 1, window_to_dict(totals), epoch_rng, {},
+                            seconds=time.perf_counter() - epoch_start))
+                    stop.check()
+            if replay is not None:
+                replay.finish()  # every batch of the epoch was trained before the stop
+
             epoch_seconds = time.perf_counter() - epoch_start
             train_seconds += epoch_seconds
             seen = totals.seen
@@ -311,9 +342,10 @@ def _train(run: RunDir, resume: bool, stop: StopFlag, config: Any, device: torch
                 extras["drop_path_prob"] = model.drop_path_prob
             if bayes is not None:  # KL, groups kept per layer, weights kept, the two factors
                 extras.update(bayes.epoch_metrics())
-            run.append_metric({"event": "epoch", "epoch": epoch + 1, "split": "train", **stage, **train_metrics,
-                               **extras, "lr": scheduler.get_last_lr()[0], "throughput": seen / epoch_seconds,
-                               "seconds": epoch_seconds})
+            if replay is None or not replay.mid.epoch_logged:
+                run.append_metric({"event": "epoch", "epoch": epoch + 1, "split": "train", **stage, **train_metrics,
+                                   **extras, "lr": scheduler.get_last_lr()[0], "throughput": seen / epoch_seconds,
+                                   "seconds": epoch_seconds})
 
             # -- evaluate and checkpoint -------------------------------------------------
             last_epoch = epoch + 1 == train_cfg.epochs
@@ -322,8 +354,17 @@ def _train(run: RunDir, resume: bool, stop: StopFlag, config: Any, device: torch
                     f"train loss {train_metrics['loss']:.4f} err {train_metrics['err1']:.2f}%")
             evaluated = (epoch + 1) % log_cfg.eval_every == 0 or last_epoch
             if evaluated:
+                before_eval = rng_state()  # iterating a loader draws its worker seed from the global RNG
                 sync_buffers(model, group)  # rank 0's BatchNorm statistics on every rank
-                val_metrics = evaluate(eval_model, val_loader, device, stop, precision, channels_last, group)
+                try:
+                    # with W ranks a stop in here ends every rank's pass together (evaluate reduces it)
+                    val_metrics = evaluate(eval_model, val_loader, device, local_stop, precision, channels_last,
+                                           group)
+                except StopRequested:  # stopped in the epoch's evaluation: resume re-evaluates it
+                    save_checkpoint(epoch, phase.index, MidEpoch(
+                        epoch, steps_per_epoch, window_to_dict(totals), epoch_rng, {}, epoch_logged=True,
+                        seconds=epoch_seconds), rng=before_eval)
+                    raise
                 # durable before the checkpoint that records its outcome (best_err1)
                 run.append_metric({"event": "eval", "epoch": epoch + 1, "split": "val", **stage, **val_metrics},
                                   sync=checkpoint_due)
@@ -371,11 +412,11 @@ def _train(run: RunDir, resume: bool, stop: StopFlag, config: Any, device: torch
     if bayes is not None:  # unmasked/pruned/quantised errors, pruned.pt, bayes.json; leaves the model masked
         bayes_facts = bayes.finish(
             run.path, run.home, config.to_dict(), train_cfg.seed,
-            lambda m: evaluate(m, test_loader, device, stop, precision, channels_last), test_loader,
+            lambda m: evaluate(m, test_loader, device, local_stop, precision, channels_last), test_loader,
             lambda images, targets: to_device(images, targets, device, channels_last))
         run.append_metric({"event": "bayes", "epoch": train_cfg.epochs, "split": "test", **bayes_facts})
     sync_buffers(model, group)
-    test_metrics = evaluate(eval_model, test_loader, device, stop, precision, channels_last, group)
+    test_metrics = evaluate(eval_model, test_loader, device, local_stop, precision, channels_last, group)
     run.append_metric({"event": "test", "epoch": train_cfg.epochs, "split": "test", **test_metrics})
     summary = {"params": net.params, "macs": net.macs, "dense_params": net.dense_params,
                "dense_macs": net.dense_macs, "method": net.method, "hp": net.hp,

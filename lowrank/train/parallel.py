@@ -5,7 +5,8 @@
 - :class:`FollowerRun`: a rank other than 0 sees the run directory read-only (rank 0 alone writes
   metrics, status, checkpoints and the results row).
 - :class:`LockstepStop`: the per-step stop check agreed by all ranks (a signal to any rank stops
-  every rank at the same step, so no rank waits forever in a gradient all-reduce).
+  every rank at the same step, so no rank waits forever in a gradient all-reduce, and the stop
+  checkpoint is one consistent state); :func:`rank_states` gives each rank its RNG back on resume.
 - :func:`wrap`: ``DistributedDataParallel`` around the student (BatchNorm synchronised first when
   ``train.sync_bn``); :func:`sync_buffers` gives every rank rank 0's buffers before evaluating.
 - :func:`process_facts`: the status fields naming the run's processes (pid, world size, rank pids).
@@ -59,19 +60,44 @@ class FollowerRun:
 
 
 class LockstepStop:
-    """A stop flag checked collectively: every rank raises :class:`StopRequested` at the same step."""
+    """A stop flag checked collectively: every rank sees the stop at the same step (and so writes
+    its share of the stop checkpoint there), though the signal may have reached only one rank."""
 
     def __init__(self, stop: StopFlag, group: Solo) -> None:
         self.stop, self.group = stop, group
+        self.agreed = False
 
     @property
     def signum(self) -> int | None:
         return self.stop.signum
 
+    def requested(self) -> bool:
+        """Whether any rank was signalled: one host-side all-reduce of a flag (gloo, even under
+        NCCL: no device sync); once true it stays true without asking again."""
+        if not self.agreed:
+            self.agreed = self.group.any(self.stop.signum is not None)
+        return self.agreed
+
     def check(self) -> None:
-        """One host-side all-reduce of a flag (gloo, even under NCCL: no device sync)."""
-        if self.group.any(self.stop.signum is not None):
+        """Raise :class:`StopRequested` on every rank once any rank was signalled."""
+        if self.requested():
             raise StopRequested(self.stop.signum or signal.SIGTERM)
+
+
+def rank_states(state: dict[str, Any], group: Solo, say: Any = print) -> dict[str, Any]:
+    """A checkpoint as this rank resumes it: its own RNG states (``rng``, and the mid-epoch
+    ``epoch_rng``) from the per-rank lists a W-rank run saves; rank 0's when the world size changed."""
+    ranks, epoch_ranks = state.get("rng_ranks"), state.get("epoch_rng_ranks")
+    if not group.distributed or ranks is None:
+        return state
+    if len(ranks) != group.world_size:
+        say(f"warning: the checkpoint holds the RNG states of {len(ranks)} ranks and this run has "
+            f"{group.world_size}: the resumed run is not bit-exact", flush=True)
+        return state
+    state = {**state, "rng": ranks[group.rank]}
+    if state.get("mid_epoch") and epoch_ranks is not None:
+        state["mid_epoch"] = {**state["mid_epoch"], "epoch_rng": epoch_ranks[group.rank]}
+    return state
 
 
 def wrap(model: nn.Module, group: Solo, device: torch.device, aux_weight: float = 0.0) -> nn.Module:

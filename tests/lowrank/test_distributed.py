@@ -185,6 +185,18 @@ def test_killed_mid_epoch_and_resumed_equals_uninterrupted(home, monkeypatch):
     stopped_in = max(r["epoch"] for r in events if r.get("event") == "step")
     assert stopped_in < 3 and not any(r.get("event") == "epoch" and r["epoch"] == stopped_in for r in events)
 
+    # the stop checkpoint (lowrank.train.position) is one state written by rank 0 at the step both
+    # ranks agreed on, with each rank's RNG at the stop and at the start of the epoch
+    import torch
+
+    saved = torch.load(interrupted.file("checkpoint.pt"), weights_only=True)
+    assert saved["mid_epoch"] is not None and saved["mid_epoch"]["epoch"] == stopped_in - 1
+    assert len(saved["rng_ranks"]) == len(saved["epoch_rng_ranks"]) == 2
+    assert not torch.equal(saved["rng_ranks"][0]["torch"], saved["rng_ranks"][1]["torch"])  # own draws per rank
+    trained = saved["mid_epoch"]["batches"]
+    logged = max(r["batch"] for r in events if r.get("event") == "step" and r["epoch"] == stopped_in)
+    assert logged <= trained < 32  # stopped inside the epoch, after the last logged step
+
     resumed = relaunch(interrupted, resume=True)
     start_worker(resumed, gpus=[], resume=True)
     for run in (straight, resumed):
