@@ -86,3 +86,27 @@ def test_lowrank_run_refuses_a_batch_the_ranks_cannot_split(home):
     assert "data.batch_size 15 is the global batch and does not split over 2 ranks" in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
     assert not (home / "runs").exists() or not any((home / "runs").iterdir())
+
+
+@pytest.mark.slow
+def test_lowrank_run_nproc_trains_on_two_gloo_ranks(home):
+    """The flag end to end: resources.nproc set, torchrun started by the local backend, rank 0's summary."""
+    import json
+
+    tiny = ["model.name=tiny_convnet", "model.kwargs.width=8", "data.name=synthetic", "data.batch_size=16",
+            "data.kwargs={num_classes: 4, channels: 1, image_size: 8, num_train: 64, num_val: 16, num_test: 16}",
+            "train.epochs=1", "train.sync_bn=true"]
+    command = [sys.executable, "-m", "console.cli", "run", str(REPO / "presets" / "quickstart.yaml"), "--nproc", "2",
+               "--cpu", "--json"]
+    for override in tiny:
+        command += ["--set", override]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["state"] == "finished" and summary["test_err1"] is not None
+    run = RunDir(summary["run_dir"])
+    status = run.read_status()
+    assert run.read_config()["resources"]["nproc"] == 2
+    assert status["world_size"] == 2 and status["launcher"] == "torchrun" and len(status["rank_pids"]) == 2
+    assert status["command"][1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
