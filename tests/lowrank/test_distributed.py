@@ -266,3 +266,17 @@ def test_rank_slices_partition_every_batch_in_order():
             parts = [list(shard(batch, rank, world)) for rank in range(world)]
             assert sum(parts, []) == batch  # every item once, in the loader's order
             assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def test_accumulation_micro_steps_do_not_all_reduce(home):
+    """train.accumulate=4: one gradient all-reduce per optimizer step, not per micro-batch (no_sync)."""
+    run = make_run(EXACT + ["model.name=mlp", "model.kwargs={hidden: [16]}", "train.accumulate=4",
+                            "train.epochs=1", "resources.nproc=2"])  # a small model: one gradient bucket
+    counter = str(Path(__file__).with_name("ddp_comm_counter.py"))
+    with open(run.file("output.log"), "ab") as log:
+        code = subprocess.run([*TORCHRUN, counter, str(run.path)], stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300).returncode
+    text = run.file("output.log").read_text()
+    assert code == 0, text[-3000:]
+    steps = run.read_status()["steps_per_epoch"]
+    assert steps == 8 and f"rank 0: all-reduces {steps}" in text and f"rank 1: all-reduces {steps}" in text, text
