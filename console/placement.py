@@ -11,6 +11,8 @@ Requirement (the ``resources:`` section of an experiment, or ``lowrank run`` fla
       min_free_memory_gb: 0   # each assigned GPU must have this much memory free
       share: false            # may share a GPU with our other runs that also allow sharing
       gpu_ids: null           # pin to these GPU indices (NVML / nvidia-smi numbering)
+      nproc: 1                # data-parallel ranks: on a GPU host one GPU per rank (gpus defaults to nproc)
+      backend: local          # where the worker runs (console.backends); not a placement key, ignored here
 
 Rules: a GPU held by one of our runs is never assigned again unless both runs allow
 sharing; processes that are not ours count only through the free-memory check; queued
@@ -36,6 +38,7 @@ from console.runs import parse_time
 
 RESOURCE_KEYS = ("gpus", "min_free_memory_gb", "share", "gpu_ids")
 # resources keys that say how the worker runs, not where: accepted here, used by the backends
+# (nproc also sets how many GPUs a run needs: one per rank)
 WORKER_KEYS = ("nproc", "backend")
 MAX_CPU_RUNS_ENV = "LOWRANK_MAX_CPU_RUNS"
 
@@ -45,16 +48,20 @@ MAX_CPU_RUNS_ENV = "LOWRANK_MAX_CPU_RUNS"
 
 @dataclasses.dataclass(frozen=True)
 class Requirement:
-    """What a run needs to start. ``gpus=None``: one GPU if the host has any, else the CPU."""
+    """What a run needs to start. ``gpus=None``: ``nproc`` GPUs (one per rank) if the host has
+    any, else the CPU. A data-parallel CPU run (``gpus=0``, ``nproc > 1``) is one CPU run."""
 
     gpus: int | None = None
     min_free_memory_gb: float = 0.0
     share: bool = False
     gpu_ids: tuple[int, ...] | None = None
+    nproc: int = 1
 
     def __post_init__(self) -> None:
         if self.gpus is not None and self.gpus < 0:
             raise ValueError("gpus must be >= 0")
+        if self.nproc < 1:
+            raise ValueError("nproc must be >= 1")
         if self.min_free_memory_gb < 0:
             raise ValueError("min_free_memory_gb must be >= 0")
         if self.gpu_ids is not None:
@@ -66,15 +73,21 @@ class Requirement:
                 object.__setattr__(self, "gpus", len(ids))
             elif self.gpus != len(ids):
                 raise ValueError(f"gpus={self.gpus} but gpu_ids names {len(ids)} GPU(s)")
+        if self.nproc > 1 and self.gpus not in (None, 0, self.nproc):
+            raise ValueError(f"nproc={self.nproc} ranks take one GPU each, but gpus={self.gpus} "
+                             f"(give {self.nproc} GPUs, or 0 for gloo ranks on the CPU)")
 
     def count(self, host_has_gpus: bool) -> int:
         """How many GPUs on a host with / without GPUs (0 = a CPU run)."""
-        return (1 if host_has_gpus else 0) if self.gpus is None else self.gpus
+        return (self.nproc if host_has_gpus else 0) if self.gpus is None else self.gpus
 
     def describe(self) -> str:
         if self.gpus == 0:
-            return "CPU"
-        what = "a GPU if any, else CPU" if self.gpus is None else f"{self.gpus} GPU(s)"
+            return "CPU" if self.nproc == 1 else f"CPU, {self.nproc} processes"
+        if self.gpus is None:
+            what = "a GPU if any, else CPU" if self.nproc == 1 else f"{self.nproc} GPUs if any, else CPU"
+        else:
+            what = f"{self.gpus} GPU(s)"
         if self.gpu_ids:
             what = f"GPU(s) {','.join(map(str, self.gpu_ids))}"
         if self.min_free_memory_gb:
@@ -104,7 +117,8 @@ class Requirement:
             return cls(gpus=None if data.get("gpus") is None else int(data["gpus"]),
                        min_free_memory_gb=float(data.get("min_free_memory_gb") or 0.0),
                        share=bool(data.get("share", False)),
-                       gpu_ids=tuple(ids) if ids is not None else None)
+                       gpu_ids=tuple(ids) if ids is not None else None,
+                       nproc=int(data.get("nproc") or 1))
         except (TypeError, ValueError) as error:
             raise UserError(str(error), key=key) from None
 
