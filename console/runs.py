@@ -240,17 +240,19 @@ def run_info(run: RunDir, status: dict[str, Any], config: dict[str, Any], now: f
     unreadable = status.get("unreadable") or config.get(UNREADABLE_KEY)  # shown, never hidden or raised on
     if unreadable:
         state = UNREADABLE
-    elapsed = None
-    if started is not None:
-        elapsed = max(0.0, (ended if ended and state in FINAL_STATES else now) - started)
+    elapsed = attempt = None
+    if started is not None:  # this attempt, plus the attempts before a resume (elapsed_before)
+        attempt = max(0.0, (ended if ended and state in FINAL_STATES else now) - started)
+        before = status.get("elapsed_before")
+        elapsed = attempt + (float(before) if isinstance(before, (int, float)) and before > 0 else 0.0)
     epoch, epochs = status.get("epoch"), status.get("epochs") or (config.get("train") or {}).get("epochs")
     epochs = epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else None
     eta = None
     first = status.get("launch_epoch") or 0
     name, model = status.get("name") or config.get("name") or run.run_id, (config.get("model") or {}).get("name")
     dataset, method = (config.get("data") or {}).get("name"), status.get("method") or sub.get("method")
-    if state == "running" and elapsed and epoch and epochs and epoch > first:
-        eta = elapsed / (epoch - first) * max(0, epochs - epoch)
+    if state == "running" and attempt and epoch and epochs and epoch > first:
+        eta = attempt / (epoch - first) * max(0, epochs - epoch)  # the pace of this attempt
     return RunInfo(run_id=run.run_id, name=_text(name), state=state, model=_text(model), dataset=_text(dataset),
                    method=_text(method), budget=budget, params=status.get("params"),
                    gpus=status.get("gpus"), epoch=epoch, epochs=epochs, last_loss=status.get("last_loss"),
@@ -413,6 +415,17 @@ class MetricsTail:
 # ---------------------------------------------------------------- relaunch (the record's side)
 
 
+def _elapsed_so_far(status: Mapping[str, Any]) -> float:
+    """Seconds the run has run over all its attempts up to the end of the latest one."""
+    before = status.get("elapsed_before")
+    total = float(before) if isinstance(before, (int, float)) and before > 0 else 0.0
+    started = parse_time(status.get("started")) or parse_time(status.get("launched"))
+    ended = parse_time(status.get("ended"))
+    if started is not None and ended is not None and ended > started:
+        total += ended - started
+    return total
+
+
 def relaunch(run: RunDir, resume: bool) -> RunDir:
     """Prepare a run to go again: ``resume`` re-queues it in place (from its checkpoint);
     otherwise a new run is created from the same resolved config (``relaunched_from``).
@@ -439,6 +452,7 @@ def relaunch(run: RunDir, resume: bool) -> RunDir:
             raise UserError(f"run {run.run_id} is still running", hint=f"lowrank kill {run.run_id} first")
         history = list(current.get("previous_attempts") or [])
         history.append({key: current.get(key) for key in ("state", "epoch", "ended", "exit_code", "error")})
+        current.update(elapsed_before=_elapsed_so_far(current))
         current.update(state="queued", previous_attempts=history, resume=True, pid=None, pgid=None, sid=None,
                        create_time=None, exit_code=None, ended=None, error=None, kill_requested=None,
                        requeued=now_iso())
