@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from lowrank.errors import UserError
@@ -186,23 +187,60 @@ class Job:
     order: float = 0.0  # queued: submit time, oldest first
 
 
-def default_max_cpu_runs(cpu_count: int) -> int:
-    """One CPU run per two cores (at least one)."""
+HOME_SETTINGS = "config.yaml"  # $LOWRANK_HOME/config.yaml: settings of this home's queue
+
+
+def home_settings(home: Path | None) -> dict[str, Any]:
+    """``$LOWRANK_HOME/config.yaml`` as a dict ({} when absent or unreadable: the defaults apply)."""
+    if home is None:
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load((Path(home) / HOME_SETTINGS).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):  # absent or broken: the defaults apply
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def default_max_cpu_runs(cpu_count: int, home: Path | None = None) -> int:
+    """How many CPU runs may run at once: ``$LOWRANK_MAX_CPU_RUNS``, else ``cpu_slots`` in
+    ``$LOWRANK_HOME/config.yaml`` (``lowrank scheduler start --cpu-slots N`` writes it),
+    else one CPU run per two cores (at least one)."""
     env = os.environ.get(MAX_CPU_RUNS_ENV)
     if env:
         return max(1, int(env))
+    slots = home_settings(home).get("cpu_slots")
+    if isinstance(slots, int) and not isinstance(slots, bool) and slots >= 1:
+        return slots
     return max(1, cpu_count // 2)
 
 
+def _gpu_details(indices, holders, gpus, reserved_mb, want_mb, need) -> str:
+    """Why each GPU in ``indices`` cannot take the run now."""
+    parts = []
+    for index in indices:
+        if index not in gpus:
+            parts.append(f"GPU {index} absent")
+        elif holders[index] and not (need.share and all(other.share for other in holders[index])):
+            parts.append(f"GPU {index} held by {len(holders[index])} of our run(s)")
+        elif gpus[index].memory_free_mb - reserved_mb[index] < want_mb:
+            free = (gpus[index].memory_free_mb - reserved_mb[index]) / 1024
+            parts.append(f"GPU {index} has {free:.1f} GiB free")
+    return ", ".join(parts)
+
+
 def plan(queued: Sequence[Job], running: Sequence[Job], snapshot: HostSnapshot, *,
-         max_cpu_runs: int | None = None) -> list[tuple[str, list[int]]]:
+         max_cpu_runs: int | None = None, reasons: dict[str, str] | None = None) -> list[tuple[str, list[int]]]:
     """Which queued runs start now, and on which GPUs (``[]`` = CPU).
 
     Pure: reads only its arguments. Never assigns a GPU held by one of our runs (running
     or started in this same plan) unless every run on it allows sharing; honours each
     run's free-memory minimum (minus memory promised this round) and pinned ids; starts
     at most ``max_cpu_runs`` CPU runs in all. Picks the least-loaded, most-free GPUs.
+    ``reasons``, when given, receives why each queued run that does not start waits.
     """
+    reasons = {} if reasons is None else reasons
     if max_cpu_runs is None:
         max_cpu_runs = default_max_cpu_runs(snapshot.host.cpu_count)
     has_gpus = snapshot.has_gpus
@@ -228,6 +266,9 @@ def plan(queued: Sequence[Job], running: Sequence[Job], snapshot: HostSnapshot, 
             if cpu_runs < max_cpu_runs:
                 starts.append((job.run_id, []))
                 cpu_runs += 1
+            else:
+                reasons[job.run_id] = (f"waiting for a CPU slot: {cpu_runs}/{max_cpu_runs} busy "
+                                       f"(lowrank scheduler start --cpu-slots N)")
             continue
         want_mb = need.min_free_memory_gb * 1024
 
@@ -239,9 +280,10 @@ def plan(queued: Sequence[Job], running: Sequence[Job], snapshot: HostSnapshot, 
 
         pool = need.gpu_ids if need.gpu_ids is not None else tuple(gpus)
         candidates = [index for index in pool if index in gpus and usable(index)]
-        if need.gpu_ids is not None and len(candidates) < len(need.gpu_ids):
-            continue
-        if len(candidates) < count:
+        if (need.gpu_ids is not None and len(candidates) < len(need.gpu_ids)) or len(candidates) < count:
+            blocked = [index for index in pool if index not in candidates]
+            reasons[job.run_id] = (f"needs {need.describe()}: {len(candidates)} of {len(pool)} usable now ("
+                                   f"{_gpu_details(blocked, holders, gpus, reserved_mb, want_mb, need)})")
             continue
         candidates.sort(key=lambda index: (len(holders[index]), -(gpus[index].memory_free_mb - reserved_mb[index]),
                                            index))

@@ -223,6 +223,7 @@ class RunInfo:
     host: str | None
     error: str | None
     path: str
+    waiting: str | None = None  # queued: why it has not started (written by the scheduler)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -258,7 +259,8 @@ def run_info(run: RunDir, status: dict[str, Any], config: dict[str, Any], now: f
                    gpus=status.get("gpus"), epoch=epoch, epochs=epochs, last_loss=status.get("last_loss"),
                    best_err1=status.get("best_val_err1"), elapsed_s=elapsed, eta_s=eta,
                    created=status.get("created"), pid=status.get("pid"), host=status.get("host"),
-                   error=f"{UNREADABLE}: {unreadable}" if unreadable else status.get("error"), path=str(run.path))
+                   error=f"{UNREADABLE}: {unreadable}" if unreadable else status.get("error"), path=str(run.path),
+                   waiting=_text(status.get("waiting")) if state == "queued" else None)
 
 
 def _text(value: Any) -> str | None:

@@ -36,7 +36,8 @@ _STATUS_FIELDS: dict[str, tuple[type, ...]] = {
                                 "test_err5", "test_loss", "hp", "budget_gap", "train_seconds", "sweep_budget",
                                 "create_time", "teacher_err1", "teacher_claimed_err1", "elapsed_before")},
     **{key: (str,) for key in ("state", "name", "run_id", "host", "launcher_host", "error", "started", "ended",
-                               "created", "launched", "heartbeat", "method", "preset", "sweep", "device")},
+                               "created", "launched", "heartbeat", "method", "preset", "sweep", "device",
+                               "waiting")},
 }
 # config.yaml sections that must be mappings when present
 _CONFIG_SECTIONS = ("model", "data", "substitute", "train", "log", "resources", "teacher", "distill", "imitation")

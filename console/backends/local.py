@@ -180,7 +180,7 @@ def start_worker(run: RunDir, *, gpus: list[int] | None = None, resume: bool = F
                       gpus=gpus, launcher_host=socket.gethostname(), launcher_pid=os.getpid(), launched=now_iso(),
                       command=command, cwd=os.getcwd(), attempt=int(status.get("attempt") or 0) + 1,
                       launch_epoch=int(status.get("epoch") or 0) if resume else 0, resume=resume,
-                      exit_code=None, ended=None, error=None, kill_requested=None,
+                      exit_code=None, ended=None, error=None, kill_requested=None, waiting=None,
                       **({"world_size": nproc, "launcher": "torchrun", "rank_pids": None} if nproc > 1 else {}))
     threading.Thread(target=_reap, args=(run, proc), name=f"reap-{proc.pid}", daemon=True).start()
     return proc.pid
@@ -198,7 +198,7 @@ def _adopt(run: RunDir, status: dict[str, Any], orphans: list[psutil.Process]) -
         group = session = top.pid
     status.update(state="running", pid=top.pid, pgid=group, sid=session, **identity_fields(top.pid),
                   launched=status.get("launched") or now_iso(), launcher_host=socket.gethostname(),
-                  adopted=now_iso(), exit_code=None, ended=None, error=None, kill_requested=None)
+                  adopted=now_iso(), exit_code=None, ended=None, error=None, kill_requested=None, waiting=None)
     return top.pid
 
 

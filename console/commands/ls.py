@@ -126,6 +126,10 @@ def _table(infos) -> None:
     if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
         console = Console(width=240)
     console.print(table)
+    for info in [info for info in infos if info.state == "queued"][:5]:  # the queue explains itself
+        why = info.waiting or "waiting for the scheduler's next round"
+        Console(stderr=True, soft_wrap=True).print(f"[blue]{markup(info.run_id)}[/]: {markup(why, 300)}",
+                                                   highlight=False)
     failed = [info for info in infos if info.state == "failed" and info.error]
     for info in failed[-3:]:
         Console(stderr=True, soft_wrap=True).print(f"[red]{markup(info.run_id)}[/]: {markup(info.error, 500)}",
