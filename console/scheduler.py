@@ -140,8 +140,11 @@ def set_cpu_slots(slots: int, home: Path | None = None) -> Path:
 def revive(store: RunStore) -> str | None:
     """Start a scheduler when this home has queued local runs and none holds the lock
     (``ls``, ``run --detach`` and the console call it); a line saying what happened, or None."""
+    # submitted: queued for the scheduler (a foreground `lowrank run` that died before starting
+    # its worker leaves a queued run that nobody asked the scheduler to start)
     queued = [run.run_id for run, status in store.statuses(check=False)
-              if status.get("state") == "queued" and status.get("backend") in (None, "local")]
+              if status.get("state") == "queued" and status.get("submitted") and not status.get("pid")
+              and status.get("backend") in (None, "local")]
     if not queued or scheduler_running(store.home):
         return None
     pid = ensure_scheduler(store.home)

@@ -15,7 +15,7 @@ import psutil
 import pytest
 from typer.testing import CliRunner
 
-from lowrank.rundir import RunDir
+from lowrank.rundir import RunDir, now_iso
 
 from console.launch import RUN_ENV, kill_run, start_worker, worker_process
 from console.runs import RunStore, identity_fields, start_ticks
@@ -118,6 +118,7 @@ def test_ls_restarts_the_scheduler_of_an_orphaned_queue(fake):
     from console.cli import app
 
     run = RunDir.create(fake_config(epochs=2, step_seconds=0.01), home=fake)
+    run.update_status(submitted=now_iso())  # queued as `run --detach` queues it, then its scheduler died
     assert run.read_status()["state"] == "queued" and not scheduler_running(fake)
     result = CliRunner().invoke(app, ["ls", "--json"])
     assert result.exit_code == 0
@@ -128,3 +129,12 @@ def test_ls_restarts_the_scheduler_of_an_orphaned_queue(fake):
     assert final["state"] == "finished", final
     again = CliRunner().invoke(app, ["ls"])
     assert "no scheduler" not in again.stderr
+
+
+def test_ls_leaves_a_run_nobody_queued_alone(fake):
+    """A queued run never submitted (its foreground `lowrank run` died before starting it)."""
+    from console.cli import app
+
+    RunDir.create(fake_config(epochs=2, step_seconds=0.01), home=fake)
+    result = CliRunner().invoke(app, ["ls"])
+    assert result.exit_code == 0 and "no scheduler" not in result.stderr and not scheduler_running(fake)
