@@ -224,6 +224,7 @@ def _train(run: RunDir, resume: bool, local_stop: StopFlag, config: Any, device:
                         if ranks else {})}, run.file(CHECKPOINT_FILE))
 
     last_status = time.monotonic()
+    progress: dict[str, Any] = {}  # the latest epoch's facts: every status write carries them
     val_metrics: dict[str, float] = {}
     for phase in phases:
         if phase.end <= start_epoch:
@@ -318,7 +319,9 @@ def _train(run: RunDir, resume: bool, local_stop: StopFlag, config: Any, device:
                                        "throughput": window.seen / elapsed if elapsed > 0 else None})
                     window_first, window_start = batch + 1, time.perf_counter()
                     if time.monotonic() - last_status > HEARTBEAT_SECONDS:
-                        run.update_status(heartbeat=now_iso())
+                        # with the epoch facts: a step heartbeat resets the clock, so an epoch end
+                        # soon after it writes nothing, and `ls` showed epochs long finished as to do
+                        run.update_status(heartbeat=now_iso(), **progress)
                         last_status = time.monotonic()
 
                 # -- a stop signal: checkpoint at this step boundary, then end (resume continues here)
@@ -381,10 +384,11 @@ def _train(run: RunDir, resume: bool, local_stop: StopFlag, config: Any, device:
                 save_checkpoint(epoch + 1, phase.index)
             say(f"{line} | {seen / epoch_seconds:.0f} img/s", flush=True)
             # status.json is rewritten at most every HEARTBEAT_SECONDS (and at the last epoch)
+            progress = {"epoch": epoch + 1, "last_loss": train_metrics["loss"],
+                        "last_val_err1": val_metrics.get("err1"),
+                        "best_val_err1": None if math.isinf(best_err1) else best_err1, **stage}
             if last_epoch or time.monotonic() - last_status > HEARTBEAT_SECONDS:
-                run.update_status(epoch=epoch + 1, heartbeat=now_iso(), last_loss=train_metrics["loss"],
-                                  last_val_err1=val_metrics.get("err1"),
-                                  best_val_err1=None if math.isinf(best_err1) else best_err1, **stage)
+                run.update_status(heartbeat=now_iso(), **progress)
                 last_status = time.monotonic()
             # -- a trial: report this evaluation; the pruner may stop the run here ---------------
             if is_trial and evaluated:

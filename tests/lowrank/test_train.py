@@ -194,3 +194,29 @@ def test_mid_epoch_resume_is_exact_for_other_loaders(home, overrides):
     assert torch.load(interrupted.file("checkpoint.pt"), weights_only=True)["mid_epoch"]["batches"] == 5
     assert main([str(interrupted.path), "--resume"]) == 0
     assert final_events(interrupted) == final_events(reference)
+
+
+def test_status_epoch_follows_training_between_epoch_writes(home, monkeypatch):
+    """Every status write while training carries the last finished epoch: before, a step
+    heartbeat wrote only `heartbeat` and reset the 2 s clock, so the epoch write after it was
+    skipped and `ls` showed epoch 6/300 while the run was in epoch 25."""
+    import lowrank.train.loop as loop
+
+    monkeypatch.setattr(loop, "HEARTBEAT_SECONDS", -1.0)  # every step line is a heartbeat
+    writes: list[dict] = []
+    original = RunDir.update_status
+
+    def recording(self, **fields):
+        writes.append(fields)
+        return original(self, **fields)
+
+    monkeypatch.setattr(RunDir, "update_status", recording)
+    run = make_run(["log.step_every=1", "train.epochs=3"])
+    with pytest.raises(StopRequested):
+        train(run, resume=False, stop=StopAfter(3 + 2 * (8 + 2) + 5))  # inside epoch 3
+    heartbeats = [w for w in writes if "heartbeat" in w]
+    epochs = [w.get("epoch") for w in heartbeats]
+    assert 1 in epochs and 2 in epochs
+    first_after_epoch_1 = epochs.index(1)
+    assert all(e is not None for e in epochs[first_after_epoch_1:]), epochs  # never a bare heartbeat
+    assert run.read_status()["epoch"] == 2
