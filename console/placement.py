@@ -35,6 +35,7 @@ from console.gpus import HostSnapshot
 from console.runs import parse_time
 
 RESOURCE_KEYS = ("gpus", "min_free_memory_gb", "share", "gpu_ids")
+OTHER_RESOURCE_KEYS = ("nproc", "backend")  # resources: keys that are not this host's placement (DDP ranks, backend)
 MAX_CPU_RUNS_ENV = "LOWRANK_MAX_CPU_RUNS"
 
 
@@ -93,7 +94,7 @@ class Requirement:
             return cls(gpus=0)
         if not isinstance(data, Mapping):
             raise UserError(f"expected a mapping with keys {', '.join(RESOURCE_KEYS)} or 'cpu'", key=key)
-        unknown = sorted(set(data) - set(RESOURCE_KEYS))
+        unknown = sorted(set(data) - set(RESOURCE_KEYS) - set(OTHER_RESOURCE_KEYS))
         if unknown:
             raise UserError("unknown key", key=f"{key}.{unknown[0]}", hint=f"known keys: {', '.join(RESOURCE_KEYS)}")
         try:
@@ -258,11 +259,16 @@ def impossible(job: Job, snapshot: HostSnapshot) -> str | None:
 # ---------------------------------------------------------------- jobs from the run store
 
 
+def _local(status: Mapping[str, Any]) -> bool:
+    """A run of this host's queue: its status names no backend, or ``local``."""
+    return (status.get("backend") or "local") == "local"
+
+
 def running_jobs(store) -> list[Job]:
     """Running runs of ``store`` with the GPUs they hold."""
     jobs = []
     for run, status in store.statuses():
-        if status.get("state") != "running":
+        if status.get("state") != "running" or not _local(status):
             continue
         with contextlib.suppress(UserError):
             held = status.get("gpus")
@@ -274,8 +280,8 @@ def queued_jobs(store) -> list[tuple[Job, dict[str, Any]]]:
     """Queued runs of ``store`` (with their status), oldest submission first."""
     jobs = []
     for run, status in store.statuses():
-        if status.get("state") != "queued" or status.get("pid"):
-            continue
+        if status.get("state") != "queued" or status.get("pid") or not _local(status):
+            continue  # another backend's run waits in that backend's queue (a Slurm job), not ours
         try:
             requirement = requirement_for(run)
         except UserError as error:

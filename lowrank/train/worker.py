@@ -4,7 +4,12 @@ Reads ``RUN_DIR/config.yaml``, trains (``loop.train``), and records how the run 
 in the run directory (status.json, metrics.jsonl, a results.csv row).
 
 Exit codes: 0 finished, 1 failed (error summary in status.json), 128+signal when
-stopped by SIGTERM/SIGINT (state ``killed``).
+stopped by SIGTERM/SIGINT (state ``killed``) or by the preemption signal.
+
+``LOWRANK_PREEMPT_SIGNAL`` (e.g. ``USR2``; set by the Slurm backend for the signal Slurm
+sends before the time limit or a preemption) stops the worker the same way at the next
+step, but it is not a kill: the run keeps its non-final state, the end event says
+``preempted`` and the backend requeues it to resume from the last checkpoint.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from ..rundir import CONFIG_FILE, RunDir, now_iso
 from ..trial import Pruned
 from .stop import StopFlag, StopRequested
 
+PREEMPT_ENV = "LOWRANK_PREEMPT_SIGNAL"  # a signal name (USR2, SIGUSR1): stop for a requeue, not a kill
+
 
 def main(argv: list[str] | None = None) -> int:
     """Worker entry point: run the experiment in RUN_DIR and record how it ended."""
@@ -40,12 +47,20 @@ def main(argv: list[str] | None = None) -> int:
     stop = StopFlag()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    preempt = _preempt_signal()
+    if preempt is not None:
+        signal.signal(preempt, stop)
     from .loop import NonFiniteLoss, train  # torch: only once we know this is a run directory
 
     try:
         summary = train(run, args.resume, stop)
     except StopRequested as stopped:
         code = 128 + stopped.signum
+        if stopped.signum == preempt:  # the backend requeues the run; it resumes from its checkpoint
+            run.append_metric({"event": "end", "state": "preempted", "signal": str(stopped)})
+            run.update_status(exit_code=code, preempted=now_iso())
+            print(f"stopped by {stopped} (time limit or preemption): resumable from the last checkpoint", flush=True)
+            return code
         run.append_metric({"event": "end", "state": "killed", "signal": str(stopped)})
         run.update_status(state="killed", ended=now_iso(), exit_code=code, error=f"stopped by {stopped}")
         print(f"stopped by {stopped}", flush=True)
@@ -74,6 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"finished: test err {summary['test_err1']:.2f}% (best val {summary['best_val_err1']:.2f}%)", flush=True)
     return 0
 
+
+def _preempt_signal() -> int | None:
+    """The signal named by ``LOWRANK_PREEMPT_SIGNAL`` (``USR2`` or ``SIGUSR2``), or None."""
+    name = os.environ.get(PREEMPT_ENV, "").strip().upper()
+    if not name:
+        return None
+    return int(getattr(signal, name if name.startswith("SIG") else f"SIG{name}"))
 
 
 def _pruned(run: RunDir, pruned: Pruned) -> int:
