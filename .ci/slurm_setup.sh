@@ -77,6 +77,7 @@ SlurmctldHost=$NODE
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+AuthInfo=cred_expire=10
 StateSaveLocation=/var/spool/slurmctld
 SlurmdSpoolDir=/var/spool/slurmd
 SlurmctldPidFile=/run/slurmctld.pid
@@ -98,6 +99,7 @@ KillWait=5
 OverTimeLimit=0
 InactiveLimit=0
 SchedulerParameters=sched_interval=2,bf_interval=2
+# cred_expire: a requeued job may start again after 10 s (Slurm's default: 120 s)
 MpiDefault=none
 NodeName=$NODE $HW State=UNKNOWN
 PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
@@ -114,7 +116,10 @@ touch /etc/slurm/cgroup.conf
 if [ "$CHANGED" = 1 ]; then  # a running daemon with an old config: restart it
   pkill -x slurmctld 2>/dev/null || true
   pkill -x slurmd 2>/dev/null || true
-  sleep 1
+  for _ in $(seq 30); do  # slurmctld saves its state on the way out: wait until both are gone
+    pgrep -x slurmctld >/dev/null || pgrep -x slurmd >/dev/null || break
+    sleep 1
+  done
 fi
 pgrep -x slurmdbd >/dev/null || /usr/sbin/slurmdbd  # before slurmctld: the cluster must be registered
 for _ in $(seq 30); do sacctmgr -n list cluster >/dev/null 2>&1 && break; sleep 1; done

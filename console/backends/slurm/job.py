@@ -183,7 +183,8 @@ class SlurmWorker(submitit.helpers.Checkpointable):
         with locked_status(run) as status:
             if status.get("state") in FINAL_STATES:
                 return None  # it finished (or was killed) meanwhile: nothing to resume
-            _push_attempt(status, reason="Slurm time limit or preemption signal", exit_code=self._code)
+            _push_attempt(status, reason="Slurm time limit or preemption signal", exit_code=self._code,
+                          epoch=_last_epoch(run))
             status.update(state="queued", slurm_state="REQUEUED", resume=True, pid=None, create_time=None,
                           exit_code=None, ended=None, error=None, requeued=now_iso())
         return submitit.helpers.DelayedSubmission(
@@ -197,10 +198,18 @@ class SlurmWorker(submitit.helpers.Checkpointable):
                                     f"(lowrank relaunch {run.run_id} --resume continues it)")
 
 
-def _push_attempt(status: dict[str, Any], *, reason: str, exit_code: int | None = None) -> None:
+def _last_epoch(run: RunDir) -> int | None:
+    """The last epoch metrics.jsonl says was trained (status.json's epoch may lag it)."""
+    epochs = [event.get("epoch") for event in run.read_metrics() if event.get("event") == "epoch"]
+    return epochs[-1] if epochs and isinstance(epochs[-1], int) else None
+
+
+def _push_attempt(status: dict[str, Any], *, reason: str, exit_code: int | None = None,
+                  epoch: int | None = None) -> None:
     """Append the attempt that just ended to ``previous_attempts`` (the run's history)."""
     history = list(status.get("previous_attempts") or [])
-    history.append({"state": "requeued", "epoch": status.get("epoch"), "ended": now_iso(),
+    history.append({"state": "requeued", "epoch": epoch if epoch is not None else status.get("epoch"),
+                    "ended": now_iso(),
                     "exit_code": exit_code if exit_code is not None else status.get("exit_code"),
                     "error": status.get("error"), "reason": reason, "slurm_job_id": status.get("slurm_job_id"),
                     "attempt": status.get("attempt")})
