@@ -55,3 +55,31 @@ def test_kill_of_a_pending_job(home, tmp_path, slurm_home):
     assert killed.returncode == 0 and json.loads(killed.stdout)[0]["state"] == "killed"
     assert not in_squeue(row["slurm_job_id"])
     assert status(home, run_id)["state"] == "killed" and not (home / "runs" / run_id / "metrics.jsonl").exists()
+
+
+@pytest.mark.slurm
+def test_relaunch_resume_of_a_killed_slurm_run(home, tmp_path, slurm_home):
+    """``relaunch --resume`` of a killed Slurm run submits a new job that continues from the
+    checkpoint; the killed attempt is in the run's history."""
+    env = slurm_home
+    preset = write_preset(tmp_path, epochs=30, num_train=1024, name="again")
+    done = cli("run", str(preset), "--detach", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    run_id = json.loads(done.stdout)["run_id"]
+    metrics = home / "runs" / run_id / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not metrics.exists() or metrics.read_text(errors="replace").count('"event": "epoch"') < 2:
+        assert time.monotonic() < deadline, "the run never got past epoch 2"
+        time.sleep(0.2)
+    first_job = status(home, run_id)["slurm_job_id"]
+    assert cli("kill", run_id, env=env).returncode == 0
+    assert status(home, run_id)["state"] == "killed" and not in_squeue(first_job)
+
+    again = cli("relaunch", run_id, "--resume", "--detach", env=env)
+    assert again.returncode == 0, again.stderr
+    assert wait_state(env, run_id, ("finished", "failed", "killed"), timeout=180)["state"] == "finished"
+    recorded = status(home, run_id)
+    assert recorded["slurm_job_id"] != first_job and recorded["epoch"] == 30
+    assert [attempt["state"] for attempt in recorded["previous_attempts"]] == ["killed"]
+    starts = [json.loads(line) for line in metrics.read_text().splitlines() if '"event": "start"' in line]
+    assert [start["resumed"] for start in starts] == [False, True] and starts[1]["epoch"] >= 1
