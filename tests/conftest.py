@@ -34,7 +34,8 @@ def slurm_missing() -> str | None:
     except (OSError, subprocess.SubprocessError) as error:
         return f"sinfo failed ({error}); start the cluster with: sudo .ci/slurm_setup.sh"
     states = done.stdout.split()
-    if done.returncode != 0 or not any(s.startswith(("idle", "mix", "alloc")) for s in states):
+    unusable = ("down", "drain", "fail", "unk", "maint", "future", "inval", "power", "reboot")
+    if done.returncode != 0 or not any(not s.startswith(unusable) for s in states):  # idle, mixed, completing ...
         return (f"the Slurm cluster does not answer or has no usable node (sinfo: {done.stdout.strip() or done.stderr.strip()}); "
                 "start it with: sudo .ci/slurm_setup.sh")
     return None

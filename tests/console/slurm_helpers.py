@@ -74,11 +74,18 @@ def in_squeue(job_id: str) -> bool:
     return job_id in out
 
 
-def sacct_states(job_id: str) -> list[str]:
-    """Every accounting record's State of the job (a requeued job has one per attempt with -D)."""
-    out = subprocess.run(["sacct", "--noheader", "--parsable2", "--allocations", "--duplicates", "--jobs", job_id,
-                          "--format=JobID,State"], capture_output=True, text=True, check=True).stdout
-    return [line.split("|")[1].split()[0] for line in out.splitlines() if line.split("|")[0] == job_id]
+def sacct_states(job_id: str, timeout: float = 30) -> list[str]:
+    """Every accounting record's State of the job (a requeued job has one per attempt with -D),
+    once the last one has ended: slurmctld tells slurmdbd a moment after the job leaves squeue."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = subprocess.run(["sacct", "--noheader", "--parsable2", "--allocations", "--duplicates", "--jobs", job_id,
+                              "--format=JobID,State"], capture_output=True, text=True, check=True).stdout
+        states = [line.split("|")[1].split()[0] for line in out.splitlines() if line.split("|")[0] == job_id]
+        if (states and states[-1] not in ("PENDING", "RUNNING", "REQUEUED", "COMPLETING")) \
+                or time.monotonic() > deadline:
+            return states
+        time.sleep(0.5)
 
 
 def cancel_leftovers(home: Path) -> list[str]:
