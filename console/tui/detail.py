@@ -23,7 +23,7 @@ STATUS_FIELDS = (("pid", "pid"), ("host", "host"), ("device", "device"), ("gpus"
                  ("created", "created"), ("started", "started"), ("ended", "ended"), ("heartbeat", "heartbeat"),
                  ("exit_code", "exit code"), ("preset", "preset"), ("sweep", "sweep"),
                  ("relaunched_from", "relaunched from"), ("backend", "backend"), ("slurm_job_id", "slurm job"),
-                 ("slurm_state", "slurm state"), ("slurm_node", "slurm node"), ("attempt", "attempt"))
+                 ("slurm_state", "slurm state"), ("slurm_node", "slurm node"))
 
 
 def status_text(record: Any) -> Text:
