@@ -11,6 +11,8 @@ Requirement (the ``resources:`` section of an experiment, or ``lowrank run`` fla
       min_free_memory_gb: 0   # each assigned GPU must have this much memory free
       share: false            # may share a GPU with our other runs that also allow sharing
       gpu_ids: null           # pin to these GPU indices (NVML / nvidia-smi numbering)
+      nproc: 1                # data-parallel ranks: on a GPU host one GPU per rank (gpus defaults to nproc)
+      backend: local          # where the worker runs (console.backends); not a placement key, ignored here
 
 Rules: a GPU held by one of our runs is never assigned again unless both runs allow
 sharing; processes that are not ours count only through the free-memory check; queued
@@ -26,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from lowrank.errors import UserError
@@ -35,7 +38,9 @@ from console.gpus import HostSnapshot
 from console.runs import parse_time
 
 RESOURCE_KEYS = ("gpus", "min_free_memory_gb", "share", "gpu_ids")
-OTHER_RESOURCE_KEYS = ("nproc", "backend")  # resources: keys that are not this host's placement (DDP ranks, backend)
+# resources keys that say how the worker runs, not where: accepted here, used by the backends
+# (nproc also sets how many GPUs a run needs: one per rank)
+WORKER_KEYS = ("nproc", "backend")
 MAX_CPU_RUNS_ENV = "LOWRANK_MAX_CPU_RUNS"
 
 
@@ -44,16 +49,20 @@ MAX_CPU_RUNS_ENV = "LOWRANK_MAX_CPU_RUNS"
 
 @dataclasses.dataclass(frozen=True)
 class Requirement:
-    """What a run needs to start. ``gpus=None``: one GPU if the host has any, else the CPU."""
+    """What a run needs to start. ``gpus=None``: ``nproc`` GPUs (one per rank) if the host has
+    any, else the CPU. A data-parallel CPU run (``gpus=0``, ``nproc > 1``) is one CPU run."""
 
     gpus: int | None = None
     min_free_memory_gb: float = 0.0
     share: bool = False
     gpu_ids: tuple[int, ...] | None = None
+    nproc: int = 1
 
     def __post_init__(self) -> None:
         if self.gpus is not None and self.gpus < 0:
             raise ValueError("gpus must be >= 0")
+        if self.nproc < 1:
+            raise ValueError("nproc must be >= 1")
         if self.min_free_memory_gb < 0:
             raise ValueError("min_free_memory_gb must be >= 0")
         if self.gpu_ids is not None:
@@ -65,15 +74,21 @@ class Requirement:
                 object.__setattr__(self, "gpus", len(ids))
             elif self.gpus != len(ids):
                 raise ValueError(f"gpus={self.gpus} but gpu_ids names {len(ids)} GPU(s)")
+        if self.nproc > 1 and self.gpus not in (None, 0, self.nproc):
+            raise ValueError(f"nproc={self.nproc} ranks take one GPU each, but gpus={self.gpus} "
+                             f"(give {self.nproc} GPUs, or 0 for gloo ranks on the CPU)")
 
     def count(self, host_has_gpus: bool) -> int:
         """How many GPUs on a host with / without GPUs (0 = a CPU run)."""
-        return (1 if host_has_gpus else 0) if self.gpus is None else self.gpus
+        return (self.nproc if host_has_gpus else 0) if self.gpus is None else self.gpus
 
     def describe(self) -> str:
         if self.gpus == 0:
-            return "CPU"
-        what = "a GPU if any, else CPU" if self.gpus is None else f"{self.gpus} GPU(s)"
+            return "CPU" if self.nproc == 1 else f"CPU, {self.nproc} processes"
+        if self.gpus is None:
+            what = "a GPU if any, else CPU" if self.nproc == 1 else f"{self.nproc} GPUs if any, else CPU"
+        else:
+            what = f"{self.gpus} GPU(s)"
         if self.gpu_ids:
             what = f"GPU(s) {','.join(map(str, self.gpu_ids))}"
         if self.min_free_memory_gb:
@@ -94,15 +109,17 @@ class Requirement:
             return cls(gpus=0)
         if not isinstance(data, Mapping):
             raise UserError(f"expected a mapping with keys {', '.join(RESOURCE_KEYS)} or 'cpu'", key=key)
-        unknown = sorted(set(data) - set(RESOURCE_KEYS) - set(OTHER_RESOURCE_KEYS))
+        unknown = sorted(set(data) - set(RESOURCE_KEYS) - set(WORKER_KEYS))
         if unknown:
-            raise UserError("unknown key", key=f"{key}.{unknown[0]}", hint=f"known keys: {', '.join(RESOURCE_KEYS)}")
+            raise UserError("unknown key", key=f"{key}.{unknown[0]}",
+                            hint=f"known keys: {', '.join(RESOURCE_KEYS + WORKER_KEYS)}")
         try:
             ids = data.get("gpu_ids")
             return cls(gpus=None if data.get("gpus") is None else int(data["gpus"]),
                        min_free_memory_gb=float(data.get("min_free_memory_gb") or 0.0),
                        share=bool(data.get("share", False)),
-                       gpu_ids=tuple(ids) if ids is not None else None)
+                       gpu_ids=tuple(ids) if ids is not None else None,
+                       nproc=int(data.get("nproc") or 1))
         except (TypeError, ValueError) as error:
             raise UserError(str(error), key=key) from None
 
@@ -170,23 +187,60 @@ class Job:
     order: float = 0.0  # queued: submit time, oldest first
 
 
-def default_max_cpu_runs(cpu_count: int) -> int:
-    """One CPU run per two cores (at least one)."""
+HOME_SETTINGS = "config.yaml"  # $LOWRANK_HOME/config.yaml: settings of this home's queue
+
+
+def home_settings(home: Path | None) -> dict[str, Any]:
+    """``$LOWRANK_HOME/config.yaml`` as a dict ({} when absent or unreadable: the defaults apply)."""
+    if home is None:
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load((Path(home) / HOME_SETTINGS).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):  # absent or broken: the defaults apply
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def default_max_cpu_runs(cpu_count: int, home: Path | None = None) -> int:
+    """How many CPU runs may run at once: ``$LOWRANK_MAX_CPU_RUNS``, else ``cpu_slots`` in
+    ``$LOWRANK_HOME/config.yaml`` (``lowrank scheduler start --cpu-slots N`` writes it),
+    else one CPU run per two cores (at least one)."""
     env = os.environ.get(MAX_CPU_RUNS_ENV)
     if env:
         return max(1, int(env))
+    slots = home_settings(home).get("cpu_slots")
+    if isinstance(slots, int) and not isinstance(slots, bool) and slots >= 1:
+        return slots
     return max(1, cpu_count // 2)
 
 
+def _gpu_details(indices, holders, gpus, reserved_mb, want_mb, need) -> str:
+    """Why each GPU in ``indices`` cannot take the run now."""
+    parts = []
+    for index in indices:
+        if index not in gpus:
+            parts.append(f"GPU {index} absent")
+        elif holders[index] and not (need.share and all(other.share for other in holders[index])):
+            parts.append(f"GPU {index} held by {len(holders[index])} of our run(s)")
+        elif gpus[index].memory_free_mb - reserved_mb[index] < want_mb:
+            free = (gpus[index].memory_free_mb - reserved_mb[index]) / 1024
+            parts.append(f"GPU {index} has {free:.1f} GiB free")
+    return ", ".join(parts)
+
+
 def plan(queued: Sequence[Job], running: Sequence[Job], snapshot: HostSnapshot, *,
-         max_cpu_runs: int | None = None) -> list[tuple[str, list[int]]]:
+         max_cpu_runs: int | None = None, reasons: dict[str, str] | None = None) -> list[tuple[str, list[int]]]:
     """Which queued runs start now, and on which GPUs (``[]`` = CPU).
 
     Pure: reads only its arguments. Never assigns a GPU held by one of our runs (running
     or started in this same plan) unless every run on it allows sharing; honours each
     run's free-memory minimum (minus memory promised this round) and pinned ids; starts
     at most ``max_cpu_runs`` CPU runs in all. Picks the least-loaded, most-free GPUs.
+    ``reasons``, when given, receives why each queued run that does not start waits.
     """
+    reasons = {} if reasons is None else reasons
     if max_cpu_runs is None:
         max_cpu_runs = default_max_cpu_runs(snapshot.host.cpu_count)
     has_gpus = snapshot.has_gpus
@@ -212,6 +266,9 @@ def plan(queued: Sequence[Job], running: Sequence[Job], snapshot: HostSnapshot, 
             if cpu_runs < max_cpu_runs:
                 starts.append((job.run_id, []))
                 cpu_runs += 1
+            else:
+                reasons[job.run_id] = (f"waiting for a CPU slot: {cpu_runs}/{max_cpu_runs} busy "
+                                       f"(lowrank scheduler start --cpu-slots N)")
             continue
         want_mb = need.min_free_memory_gb * 1024
 
@@ -223,9 +280,10 @@ def plan(queued: Sequence[Job], running: Sequence[Job], snapshot: HostSnapshot, 
 
         pool = need.gpu_ids if need.gpu_ids is not None else tuple(gpus)
         candidates = [index for index in pool if index in gpus and usable(index)]
-        if need.gpu_ids is not None and len(candidates) < len(need.gpu_ids):
-            continue
-        if len(candidates) < count:
+        if (need.gpu_ids is not None and len(candidates) < len(need.gpu_ids)) or len(candidates) < count:
+            blocked = [index for index in pool if index not in candidates]
+            reasons[job.run_id] = (f"needs {need.describe()}: {len(candidates)} of {len(pool)} usable now ("
+                                   f"{_gpu_details(blocked, holders, gpus, reserved_mb, want_mb, need)})")
             continue
         candidates.sort(key=lambda index: (len(holders[index]), -(gpus[index].memory_free_mb - reserved_mb[index]),
                                            index))

@@ -74,6 +74,27 @@ def _check_gpus(config, req: dict[str, Any], facts: dict[str, Any]) -> None:
                         hint="ask for fewer GPUs (--gpus N), or --cpu")
 
 
+def _check_parallel(config, req: dict[str, Any], facts: dict[str, Any]) -> None:
+    """A data-parallel run (``resources.nproc`` > 1): the global batch splits over the ranks, the
+    config is one the ranks can train, and on a GPU host (not ``--cpu``) there is a GPU per rank."""
+    nproc = config.resources.nproc
+    if nproc <= 1:
+        return
+    from lowrank.train.parallel import check_config
+
+    nodes = config.slurm.nodes if config.resources.backend == "slurm" else 1
+    check_config(config, nproc * nodes)
+    facts["world_size"] = nproc * nodes
+    if req.get("gpus") == 0 or config.train.device == "cpu" or config.resources.backend != LOCAL_BACKEND:
+        return
+    from console.gpus import read_gpus
+
+    gpus, _, _ = read_gpus()
+    if gpus and len(gpus) < nproc:
+        raise UserError(f"{nproc} data-parallel ranks need {nproc} GPUs (one each) but this host has {len(gpus)}",
+                        key="resources.nproc", hint=f"--nproc {len(gpus)}, or --cpu for {nproc} gloo ranks on the CPU")
+
+
 def _check_data(config, req: dict[str, Any], facts: dict[str, Any]) -> None:
     from lowrank.data_files import check_dataset_files
 
@@ -125,8 +146,8 @@ def _check_teacher(config, req: dict[str, Any], facts: dict[str, Any], home: Pat
 
 
 # cheap checks first; each raises a UserError naming file/key/hint
-CHECKS: tuple[Callable[..., None], ...] = (_check_requirement, _check_device, _check_gpus, _check_data,
-                                          _check_network, _check_teacher)
+CHECKS: tuple[Callable[..., None], ...] = (_check_requirement, _check_parallel, _check_device, _check_gpus,
+                                          _check_data, _check_network, _check_teacher)
 
 
 def precheck(config, *, gpus: int | None = None, gpu: Sequence[int] | None = None, cpu: bool = False,

@@ -74,24 +74,88 @@ def process_alive(proc: psutil.Process) -> bool:
         return False
 
 
+def start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (``/proc/PID/stat`` field 22).
+
+    Unlike psutil's ``create_time()`` (boot time + ticks, where the boot time is derived from
+    the wall clock), this does not move when the clock steps: an NTP jump or a VM resume
+    never makes our worker look like another process.
+    """
+    try:
+        with open(f"/proc/{int(pid)}/stat", "rb") as handle:
+            text = handle.read().decode("ascii", "replace")
+        return int(text[text.rindex(")") + 2:].split()[19])  # fields after "pid (comm)": state is field 3
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def boot_id() -> str | None:
+    """This boot's id: start ticks compare only within one boot."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as handle:
+            return handle.read().strip() or None
+    except OSError:
+        return None
+
+
+def identity_fields(pid: int) -> dict[str, Any]:
+    """What status.json records to recognise a process later: create time (display, other
+    platforms), boot-relative start ticks and the boot id."""
+    try:
+        created: float | None = psutil.Process(pid).create_time()
+    except psutil.Error:
+        created = None
+    return {"create_time": created, "start_ticks": start_ticks(pid), "boot_id": boot_id()}
+
+
+def started_as_recorded(proc: psutil.Process, status: Mapping[str, Any]) -> bool:
+    """Whether ``proc`` started when the recorded process did (boot-relative ticks when
+    recorded in this boot, else psutil's create time within a tolerance)."""
+    ticks = status.get("start_ticks")
+    if ticks is not None and status.get("boot_id") and status.get("boot_id") == boot_id():
+        return start_ticks(proc.pid) == int(ticks)
+    recorded = status.get("create_time")
+    if recorded is not None:
+        return abs(proc.create_time() - float(recorded)) < CREATE_TIME_TOLERANCE
+    return True  # nothing recorded (started by hand): the run check below decides
+
+
+def _belongs_to(proc: psutil.Process, run_id: str) -> bool:
+    """The process is a worker of this run: it carries the run's id in its environment (every
+    launcher sets it) or names the run on its command line (``python -m lowrank.train DIR``)."""
+    if carries_run(proc, run_id):
+        return True
+    try:
+        return any(run_id in part for part in proc.cmdline())
+    except (psutil.Error, OSError):
+        return False
+
+
 def worker_process(status: Mapping[str, Any]) -> psutil.Process | None:
-    """The run's live worker process, verified by create time (or by command line when
-    no create time was recorded); None when it is gone or the pid was reused."""
-    pid = status.get("pid")
-    if not pid:
+    """The run's live worker process, or None when it is gone or the pid now names another
+    process. Two checks, both needed: the recorded start (a reused pid started later) and
+    that the process is this run's worker (a status.json naming someone else's pid and start
+    time, planted or stale, never makes ``kill`` signal that process)."""
+    pid, run_id = status.get("pid"), str(status.get("run_id") or "")
+    if not pid or not run_id:
         return None
     try:
         proc = psutil.Process(int(pid))
-        if not process_alive(proc):
+        if not process_alive(proc) or not started_as_recorded(proc, status):
             return None
-        recorded = status.get("create_time")
-        if recorded is not None:
-            return proc if abs(proc.create_time() - float(recorded)) < CREATE_TIME_TOLERANCE else None
-        # started by hand (python -m lowrank.train DIR): the command line names the run
-        run_id = status.get("run_id") or ""
-        return proc if run_id and any(run_id in part for part in proc.cmdline()) else None
-    except (psutil.Error, ValueError):
+        return proc if _belongs_to(proc, run_id) else None
+    except (psutil.Error, ValueError, TypeError):
         return None
+
+
+def live_carriers(run_id: str) -> list[psutil.Process]:
+    """Live processes (not ours) whose environment carries ``LOWRANK_RUN_ID=run_id``, oldest first."""
+    procs = []
+    for pid, carried in marked_processes().items():
+        if carried == run_id:
+            with contextlib.suppress(psutil.Error):
+                procs.append(psutil.Process(pid))
+    return sorted(procs, key=lambda proc: (start_ticks(proc.pid) or 0, proc.pid))
 
 
 def own_lineage() -> set[int]:
@@ -164,6 +228,7 @@ class RunInfo:
     host: str | None
     error: str | None
     path: str
+    waiting: str | None = None  # queued: why it has not started (written by the scheduler)
     backend: str = LOCAL  # where the worker runs (console.backends)
     slurm_job_id: str | None = None  # a Slurm run's job (``42``, array task ``42_3``)
     slurm_state: str | None = None  # what Slurm last said about it (PENDING, RUNNING, TIMEOUT, ...)
@@ -189,23 +254,26 @@ def run_info(run: RunDir, status: dict[str, Any], config: dict[str, Any], now: f
     unreadable = status.get("unreadable") or config.get(UNREADABLE_KEY)  # shown, never hidden or raised on
     if unreadable:
         state = UNREADABLE
-    elapsed = None
-    if started is not None:
-        elapsed = max(0.0, (ended if ended and state in FINAL_STATES else now) - started)
+    elapsed = attempt = None
+    if started is not None:  # this attempt, plus the attempts before a resume (elapsed_before)
+        attempt = max(0.0, (ended if ended and state in FINAL_STATES else now) - started)
+        before = status.get("elapsed_before")
+        elapsed = attempt + (float(before) if isinstance(before, (int, float)) and before > 0 else 0.0)
     epoch, epochs = status.get("epoch"), status.get("epochs") or (config.get("train") or {}).get("epochs")
     epochs = epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else None
     eta = None
     first = status.get("launch_epoch") or 0
     name, model = status.get("name") or config.get("name") or run.run_id, (config.get("model") or {}).get("name")
     dataset, method = (config.get("data") or {}).get("name"), status.get("method") or sub.get("method")
-    if state == "running" and elapsed and epoch and epochs and epoch > first:
-        eta = elapsed / (epoch - first) * max(0, epochs - epoch)
+    if state == "running" and attempt and epoch and epochs and epoch > first:
+        eta = attempt / (epoch - first) * max(0, epochs - epoch)  # the pace of this attempt
     return RunInfo(run_id=run.run_id, name=_text(name), state=state, model=_text(model), dataset=_text(dataset),
                    method=_text(method), budget=budget, params=status.get("params"),
                    gpus=status.get("gpus"), epoch=epoch, epochs=epochs, last_loss=status.get("last_loss"),
                    best_err1=status.get("best_val_err1"), elapsed_s=elapsed, eta_s=eta,
                    created=status.get("created"), pid=status.get("pid"), host=status.get("host"),
                    error=f"{UNREADABLE}: {unreadable}" if unreadable else status.get("error"), path=str(run.path),
+                   waiting=_text(status.get("waiting")) if state == "queued" else None,
                    backend=_text(status.get("backend")) or LOCAL, slurm_job_id=_text(status.get("slurm_job_id")),
                    slurm_state=_text(status.get("slurm_state")))
 
@@ -248,14 +316,18 @@ def reconcile(run: RunDir, status: dict[str, Any] | None = None) -> dict[str, An
 
 
 def _maybe_vanished(status: dict[str, Any]) -> bool:
-    """A ``running`` run of this host whose worker process no longer exists."""
-    if (status.get("backend") or LOCAL) != LOCAL:
-        return False  # its own backend knows (RECONCILERS)
+    """A ``running`` run of this host whose worker process no longer exists, and no other
+    process of the run lives either (a run is never declared dead while any process carrying
+    its ``LOWRANK_RUN_ID`` runs: a clock step or a torchrun agent restart is not a death)."""
     if status.get("state") != "running" or not status.get("pid"):
         return False
+    if status.get("backend") not in (None, "local"):
+        return False  # another backend's job: its own poll decides
     if (status.get("launcher_host") or status.get("host")) not in (None, socket.gethostname()):
         return False
-    return worker_process(status) is None
+    if worker_process(status) is not None:
+        return False
+    return not live_carriers(str(status.get("run_id") or ""))
 
 
 class RunStore:
@@ -302,28 +374,15 @@ class RunStore:
             infos.append(run_info(run, status, read_config(run), now))
         return infos
 
-    def resolve(self, prefix: str) -> RunDir:
-        """The run whose id is ``prefix`` or starts with it (a unique prefix).
-
-        A path to a run directory is accepted too. No match or several matches is a
-        :class:`UserError` that lists the candidates.
+    def resolve(self, text: str) -> RunDir:
+        """The run that ``text`` names: a full id, ``last``/``last~N``, an id tail as the console
+        shows it (``3f2a``), a unique prefix, or a path to a run directory
+        (:mod:`console.run_ids`: one grammar for every command). No match or several
+        matches is a :class:`UserError` that lists the candidates.
         """
-        prefix = prefix.strip()
-        as_path = Path(prefix).expanduser()
-        if (as_path / STATUS_FILE).exists() and (as_path / CONFIG_FILE).exists():
-            return RunDir(as_path.resolve())
-        ids = [run.run_id for run in self.run_dirs()]
-        if prefix in ids:
-            return RunDir(self.root / prefix)
-        # also accept the part after the timestamp, e.g. "quickstart-3f2a" or "quick"
-        matches = [rid for rid in ids if rid.startswith(prefix) or _name_part(rid).startswith(prefix)]
-        if len(matches) == 1:
-            return RunDir(self.root / matches[0])
-        if not matches:
-            recent = ", ".join(ids[-5:]) or "none yet"
-            raise UserError(f"no run matches {prefix!r} in {self.root}", hint=f"recent runs: {recent}")
-        shown = ", ".join(matches[:10]) + (f" ... ({len(matches)} in all)" if len(matches) > 10 else "")
-        raise UserError(f"{prefix!r} matches {len(matches)} runs: {shown}", hint="give a longer prefix")
+        from console.run_ids import resolve_in  # layer 0, pure: the grammar lives there
+
+        return resolve_in(self.root, text)
 
     def pid_map(self) -> dict[int, str]:
         """pid -> run id for every process of every running run (worker, group, descendants)."""
@@ -346,12 +405,6 @@ class RunStore:
             if run_id in running:
                 found.setdefault(pid, run_id)
         return found
-
-
-def _name_part(run_id: str) -> str:
-    """``20240101-120000-quickstart-3f2a`` -> ``quickstart-3f2a``."""
-    parts = run_id.split("-", 2)
-    return parts[2] if len(parts) == 3 else run_id
 
 
 def read_config(run: RunDir) -> dict[str, Any]:
@@ -385,6 +438,17 @@ class MetricsTail:
 # ---------------------------------------------------------------- relaunch (the record's side)
 
 
+def _elapsed_so_far(status: Mapping[str, Any]) -> float:
+    """Seconds the run has run over all its attempts up to the end of the latest one."""
+    before = status.get("elapsed_before")
+    total = float(before) if isinstance(before, (int, float)) and before > 0 else 0.0
+    started = parse_time(status.get("started")) or parse_time(status.get("launched"))
+    ended = parse_time(status.get("ended"))
+    if started is not None and ended is not None and ended > started:
+        total += ended - started
+    return total
+
+
 def relaunch(run: RunDir, resume: bool) -> RunDir:
     """Prepare a run to go again: ``resume`` re-queues it in place (from its checkpoint);
     otherwise a new run is created from the same resolved config (``relaunched_from``).
@@ -411,6 +475,7 @@ def relaunch(run: RunDir, resume: bool) -> RunDir:
             raise UserError(f"run {run.run_id} is still running", hint=f"lowrank kill {run.run_id} first")
         history = list(current.get("previous_attempts") or [])
         history.append({key: current.get(key) for key in ("state", "epoch", "ended", "exit_code", "error")})
+        current.update(elapsed_before=_elapsed_so_far(current))
         current.update(state="queued", previous_attempts=history, resume=True, pid=None, pgid=None, sid=None,
                        create_time=None, exit_code=None, ended=None, error=None, kill_requested=None,
                        requeued=now_iso())

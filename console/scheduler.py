@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import contextlib
 import json
 import os
 import signal
@@ -33,7 +34,7 @@ from console import gpus as gpus_mod
 from console.placement import (MAX_CPU_RUNS_ENV, RESOURCE_KEYS, Job, Requirement, default_max_cpu_runs,  # noqa: F401
                                impossible, plan, queued_jobs, requirement_for, requirement_from_cli,
                                requirement_from_config, resolve_requirement, running_jobs)
-from console.runs import RunStore, worker_process
+from console.runs import RunStore, identity_fields, locked_status, started_as_recorded, worker_process
 
 LOCK_FILE = "scheduler.lock"
 INFO_FILE = "scheduler.json"
@@ -137,6 +138,41 @@ def ensure_scheduler(home: Path | None = None, *, python: str = sys.executable) 
     return proc.pid
 
 
+def set_cpu_slots(slots: int, home: Path | None = None) -> Path:
+    """Keep ``cpu_slots`` in ``$LOWRANK_HOME/config.yaml`` (other settings there are kept)."""
+    import yaml
+
+    from lowrank.rundir import atomic_write_text, file_lock
+
+    from console.placement import HOME_SETTINGS, home_settings
+
+    home = Path(home or lowrank_home())
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / HOME_SETTINGS
+    with file_lock(home / ".config.lock"):
+        settings = home_settings(home)
+        settings["cpu_slots"] = int(slots)
+        atomic_write_text(path, yaml.safe_dump(settings, sort_keys=True))
+    return path
+
+
+def revive(store: RunStore) -> str | None:
+    """Start a scheduler when this home has queued local runs and none holds the lock
+    (``ls``, ``run --detach`` and the console call it); a line saying what happened, or None."""
+    # submitted: queued for the scheduler (a foreground `lowrank run` that died before starting
+    # its worker leaves a queued run that nobody asked the scheduler to start)
+    queued = [run.run_id for run, status in store.statuses(check=False)
+              if status.get("state") == "queued" and status.get("submitted") and not status.get("pid")
+              and status.get("backend") in (None, "local")]
+    if not queued or scheduler_running(store.home):
+        return None
+    pid = ensure_scheduler(store.home)
+    if pid is None:  # another process started one in the meantime
+        return None
+    return (f"the queue had no scheduler ({len(queued)} queued run(s) waiting): started one, pid {pid} "
+            f"(log: {store.home / LOG_FILE})")
+
+
 def scheduler_info(home: Path | None = None) -> dict[str, Any]:
     """The running scheduler's pid/start time (empty when none runs)."""
     from lowrank.rundir import read_json
@@ -154,7 +190,7 @@ def stop_scheduler(home: Path | None = None, timeout: float = 10.0) -> bool:
         return False
     try:
         proc = psutil.Process(int(info["pid"]))
-        if abs(proc.create_time() - float(info.get("create_time", 0))) > 1.0:
+        if not started_as_recorded(proc, info):  # the pid names another process now
             return False
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout)
@@ -192,8 +228,16 @@ class Scheduler:
                 store.get(job.run_id).update_status(state="failed", ended=now_iso(), error=f"cannot start: {reason}")
             else:
                 waiting.append((job, status))
-        max_cpu = self.max_cpu_runs or default_max_cpu_runs(snap.host.cpu_count)
-        starts = plan([job for job, _ in waiting], running_jobs(store), snap, max_cpu_runs=max_cpu)
+        max_cpu = self.max_cpu_runs or default_max_cpu_runs(snap.host.cpu_count, self.home)
+        reasons: dict[str, str] = {}
+        starts = plan([job for job, _ in waiting], running_jobs(store), snap, max_cpu_runs=max_cpu, reasons=reasons)
+        for job, status in waiting:  # the queue explains itself: status.json says why a run waits
+            reason = reasons.get(job.run_id)
+            if reason and reason != status.get("waiting"):
+                with contextlib.suppress(OSError, UserError):
+                    with locked_status(store.get(job.run_id)) as current:
+                        if current.get("state") == "queued":
+                            current["waiting"] = reason
         resume = {job.run_id: bool(status.get("resume")) for job, status in waiting}
         threads = str(max(1, snap.host.cpu_count // max_cpu))
         started = 0
@@ -248,7 +292,7 @@ class Scheduler:
         from lowrank.rundir import atomic_write_text
 
         atomic_write_text(self.home / INFO_FILE, json.dumps({
-            "pid": os.getpid(), "create_time": psutil.Process().create_time(), "started": now_iso(),
+            "pid": os.getpid(), **identity_fields(os.getpid()), "started": now_iso(),
             "poll": self.poll, "max_cpu_runs": self.max_cpu_runs}))
 
     def _stop(self, signum: int, frame: Any) -> None:

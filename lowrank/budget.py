@@ -6,7 +6,8 @@ on a parameter count; here the search is on EXACT counts instead. The network's 
 
     total(hp) = params of everything not substituted + sum over planned convs of method.params(spec, hp)
 
-which is analytic (no model is rebuilt per step) and a monotone step function of ``hp`` in
+over the deployable network (the model's training-only modules, e.g. an auxiliary head, are
+outside both terms and outside the dense count a budget fraction refers to), which is analytic (no model is rebuilt per step) and a monotone step function of ``hp`` in
 the method's declared direction. Integer hps are bisected directly; float hps are bisected
 to the step edge next to the target, then the nearer of the two bracketing counts wins and
 the returned hp is a short decimal inside that step (not on its edge). The result is checked
@@ -23,7 +24,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn as nn
 
-from .count import count_model, meta_copy, unique_params
+from .count import count_model, deployable_param_ids, in_modules, meta_copy, split_params, training_only_modules
 from .errors import BudgetError, ConfigError
 from .methods import get_method
 from .methods.registry import ConvSpec, Method
@@ -40,7 +41,7 @@ class BudgetResult:
     hp: float | int | None
     target: int
     achieved: int
-    dense_params: int
+    dense_params: int  # of the deployable network (training-only modules excluded)
     reachable: tuple[int, int]  # (min, max) network params over the method's hp range
     layers: int  # number of substituted convolutions
     macs: int | None = None  # per-image mult-adds of the achieved network (when input_shape was given)
@@ -57,16 +58,24 @@ class BudgetResult:
 
 
 class NetworkCount:
-    """total(hp) for one network, method and options, computed from the plan alone."""
+    """total(hp) for one network, method and options, computed from the plan alone.
+
+    Counts are of the deployable network: the model's training-only modules (an auxiliary head,
+    :func:`lowrank.count.training_only_modules`) are outside ``dense``, ``kept`` and the planned
+    convs' sum, whether or not their convs are substituted.
+    """
 
     def __init__(self, model: nn.Module, method: Method, options: dict, skip: Sequence[str]) -> None:
         self.method, self.options = method, options
         plan = plan_substitution(model, skip)
+        only = training_only_modules(model)
         planned = {name for name, _ in plan}
+        deployable = deployable_param_ids(model)
         replaced_ids = {id(p) for name, m in model.named_modules() if name in planned for p in m.parameters()}
-        self.kept = sum(p.numel() for p in model.parameters() if id(p) not in replaced_ids)
-        self.dense = unique_params(model)
-        self.specs: Counter[ConvSpec] = Counter(spec for _, spec in plan)  # identical convs counted once
+        self.kept = sum(p.numel() for p in model.parameters() if id(p) in deployable and id(p) not in replaced_ids)
+        self.dense = split_params(model)[0]
+        deployed_plan = [spec for name, spec in plan if not in_modules(name, only)]
+        self.specs: Counter[ConvSpec] = Counter(deployed_plan)  # identical convs counted once
         self.layers = len(plan)
 
     def __call__(self, hp: Any) -> int:

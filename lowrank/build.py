@@ -22,14 +22,16 @@ class BuiltNetwork:
     model: nn.Module
     method: str
     hp: float | None
-    params: int
+    params: int        # the deployable network (training-only modules, e.g. an auxiliary head, excluded)
     macs: int
-    dense_params: int
+    dense_params: int  # the dense deployable network
     dense_macs: int
     budget_target: int | None = None
     budget_gap: float | None = None
     replaced: list[str] = field(default_factory=list)
     layers: list[dict[str, Any]] = field(default_factory=list)
+    training_only_params: int = 0  # parameters only the training-only modules hold
+    training_only: list[dict[str, Any]] = field(default_factory=list)  # per module: module, label, params
 
     def summary(self) -> dict[str, Any]:
         """The JSON-able facts (everything but the model and the per-layer table)."""
@@ -41,7 +43,8 @@ def build_network(config: ExperimentConfig, num_classes: int, input_shape: tuple
     """Build ``config.model``, substitute its convolutions as ``config.substitute`` says.
 
     A budget (fraction of the dense network or absolute parameters) is turned into the
-    method's hyperparameter by the exact-count solver before substitution.
+    method's hyperparameter by the exact-count solver before substitution. Every count is of the
+    deployable network; the model's training-only modules are reported apart.
     """
     from .budget import solve_budget
     from .count import count_model
@@ -74,4 +77,5 @@ def build_network(config: ExperimentConfig, num_classes: int, input_shape: tuple
                         dense_params=dense_count.params, dense_macs=dense_count.macs,
                         budget_target=target, budget_gap=gap,
                         replaced=[row.name for row in report.replaced],
-                        layers=[dict(row.__dict__) for row in counted.layers])
+                        layers=[dict(row.__dict__) for row in counted.layers],
+                        training_only_params=counted.training_only_params, training_only=counted.training_only)

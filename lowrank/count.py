@@ -11,6 +11,17 @@ count a layer once per position it is applied at). ``nn.Conv2d``, ``nn.Linear`` 
 Spatial sizes come from forward hooks while one input goes through the model. The pass runs
 on the ``meta`` device (shapes only, no arithmetic), so WRN-50-2 counts in about a second;
 a model that cannot run on meta falls back to a real batch of one under ``no_grad``.
+
+Training-only modules: a model may list submodules that only run in training (an auxiliary
+head) in ``model.training_only_modules`` (name -> label). ``params`` is then the deployable
+network's count (what runs at test time, as the DARTS code's ``count_parameters_in_MB``, which
+skips ``auxiliary``) and ``training_only_params`` the rest; a parameter shared with the
+deployable network is deployable. Eval mult-adds never include them (they do not run).
+
+:func:`count_training` counts what one *training* forward executes, per image at a batch size:
+every layer in training mode (auxiliary heads run), substitutes by their ``train_macs`` (a
+collapsed-matrix build or a factor reconstruction runs once per forward and is divided by the
+batch size).
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ class LayerCount:
     params: int
     macs: int = 0
     calls: int = 0  # forward calls in the counting pass (a reused module's mult-adds add up per call)
+    training_only: bool = False  # inside one of the model's training-only modules
     in_shape: tuple[int, ...] | None = None  # of the first call, batch dimension dropped
     out_shape: tuple[int, ...] | None = None
 
@@ -44,15 +56,57 @@ class LayerCount:
 class CountReport:
     """Totals (unique parameters, per-image mult-adds) and the per-layer rows."""
 
-    params: int
+    params: int  # of the deployable network (training-only modules excluded)
     macs: int
     layers: list[LayerCount] = field(default_factory=list)
     input_shape: tuple[int, ...] | None = None
+    training_only_params: int = 0
+    training_only: list[dict] = field(default_factory=list)  # per module: module, label, params
+    batch_size: int = 1  # images per forward of the counting pass (count_training)
 
 
 def unique_params(model: nn.Module) -> int:
     """Number of unique parameter entries (``parameters()`` already de-duplicates tied tensors)."""
     return sum(p.numel() for p in model.parameters())
+
+
+def training_only_modules(model: nn.Module) -> dict[str, str]:
+    """The model's training-only submodules that exist (name -> label), from
+    ``model.training_only_modules``; empty for a model that declares none."""
+    declared = getattr(model, "training_only_modules", None) or {}
+    names = dict(model.named_modules())
+    return {name: str(label) for name, label in dict(declared).items() if name in names}
+
+
+def in_modules(name: str, prefixes) -> bool:
+    """Whether the qualified ``name`` is one of ``prefixes`` or inside one."""
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def deployable_param_ids(model: nn.Module) -> set[int]:
+    """ids of the parameters the deployed network uses: every parameter reachable under a name
+    outside the training-only modules (a tied parameter is deployable if any of its names is)."""
+    only = training_only_modules(model)
+    return {id(p) for name, p in model.named_parameters(remove_duplicate=False) if not in_modules(name, only)}
+
+
+def split_params(model: nn.Module) -> tuple[int, int]:
+    """(deployable, training-only) unique parameter entries."""
+    deploy = deployable_param_ids(model)
+    total = {id(p): p.numel() for p in model.parameters()}
+    kept = sum(n for key, n in total.items() if key in deploy)
+    return kept, sum(total.values()) - kept
+
+
+def training_only_breakdown(model: nn.Module) -> list[dict]:
+    """One entry per training-only module: its name, label and the parameters only it holds."""
+    deploy, seen, out = deployable_param_ids(model), set(), []
+    for name, label in training_only_modules(model).items():
+        own = {id(p): p.numel() for p in model.get_submodule(name).parameters()
+               if id(p) not in deploy and id(p) not in seen}
+        seen.update(own)
+        out.append({"module": name, "label": label, "params": sum(own.values())})
+    return out
 
 
 def meta_copy(model: nn.Module) -> nn.Module:
@@ -83,11 +137,21 @@ def _leaf_macs(module: nn.Module, x: torch.Tensor) -> int:
     return rows * module.in_features * module.out_features
 
 
+def _leaf_train_macs(module: nn.Module, x: torch.Tensor) -> int:
+    """Mult-adds of one training-mode call of a leaf unit on the whole batch ``x``."""
+    if callable(getattr(module, "count_train_macs", None)):
+        return int(module.count_train_macs(x))
+    if isinstance(module, SubstituteConv):
+        return int(module.train_macs(x))
+    return x.shape[0] * _leaf_macs(module, x[:1])
+
+
 def _rows(model: nn.Module) -> tuple[dict[str, LayerCount], dict[int, LayerCount]]:
     """One row per leaf unit and per other module that owns parameters directly (macs 0)."""
     rows: dict[str, LayerCount] = {}
     by_id: dict[int, LayerCount] = {}
     inside: set[int] = set()  # modules within a leaf unit
+    only = training_only_modules(model)
     for name, module in model.named_modules():
         if id(module) in inside:
             continue
@@ -98,7 +162,7 @@ def _rows(model: nn.Module) -> tuple[dict[str, LayerCount], dict[int, LayerCount
             params = sum(p.numel() for p in module.parameters(recurse=False))
             if params == 0:
                 continue
-        row = LayerCount(name or "(root)", type(module).__name__, params)
+        row = LayerCount(name or "(root)", type(module).__name__, params, training_only=in_modules(name, only))
         rows[name] = by_id[id(module)] = row
     return rows, by_id
 
@@ -107,11 +171,26 @@ def count_model(model: nn.Module, input_shape: tuple[int, ...] | None = None) ->
     """Count ``model``: unique parameters and, given ``input_shape`` (C, H, W), per-image mult-adds.
 
     The model's train/eval mode is left as it was (the pass runs in eval mode, so auxiliary
-    heads and drop-path do not run).
+    heads and drop-path do not run). ``params`` excludes the training-only modules.
     """
+    return _count(model, input_shape, training=False, batch_size=1)
+
+
+def count_training(model: nn.Module, input_shape: tuple[int, ...], batch_size: int) -> CountReport:
+    """Per-image mult-adds of one training forward on a batch of ``batch_size`` (auxiliary heads
+    run; per-forward matrix builds and reconstructions are divided by ``batch_size``, rounded)."""
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return _count(model, input_shape, training=True, batch_size=int(batch_size))
+
+
+def _count(model: nn.Module, input_shape: tuple[int, ...] | None, training: bool, batch_size: int) -> CountReport:
     rows, by_id = _rows(model)
-    report = CountReport(params=unique_params(model), macs=0, layers=list(rows.values()),
-                         input_shape=tuple(input_shape) if input_shape else None)
+    deployable, train_only = split_params(model)
+    report = CountReport(params=deployable, macs=0, layers=list(rows.values()),
+                         input_shape=tuple(input_shape) if input_shape else None,
+                         training_only_params=train_only, training_only=training_only_breakdown(model),
+                         batch_size=batch_size)
     if input_shape is None:
         return report
 
@@ -123,15 +202,15 @@ def count_model(model: nn.Module, input_shape: tuple[int, ...] | None = None) ->
             row.out_shape = tuple(output.shape[1:]) if isinstance(output, torch.Tensor) else None
         row.calls += 1
         if _is_leaf(module):
-            row.macs += _leaf_macs(module, x[:1])
+            row.macs += _leaf_train_macs(module, x) if training else _leaf_macs(module, x[:1])
 
     def run(net: nn.Module, device: torch.device) -> None:
         handles = [m.register_forward_hook(hook) for m in net.modules() if id(m) in by_id]
         was_training = net.training
         try:
-            net.eval()
+            net.train(training)
             with torch.no_grad():
-                net(torch.zeros((1, *input_shape), device=device))
+                net(torch.zeros((batch_size, *input_shape), device=device))
         finally:
             net.train(was_training)
             for handle in handles:
@@ -143,10 +222,18 @@ def count_model(model: nn.Module, input_shape: tuple[int, ...] | None = None) ->
         by_id.update({id(c): by_id[id(o)] for o, c in zip(model.modules(), copied.modules()) if id(o) in by_id})
         run(copied, torch.device("meta"))
     except (RuntimeError, NotImplementedError, TypeError):
-        # a layer that cannot run on meta (data-dependent code): count with one real image
+        # a layer that cannot run on meta (data-dependent code): count with real images
         for row in report.layers:
             row.macs, row.calls, row.in_shape, row.out_shape = 0, 0, None, None
-        run(model, _device(model))
+        if training:  # a training pass updates batch-norm statistics: count on a copy
+            copied = copy.deepcopy(model)
+            by_id.update({id(c): by_id[id(o)] for o, c in zip(model.modules(), copied.modules()) if id(o) in by_id})
+            run(copied, _device(model))
+        else:
+            run(model, _device(model))
+    if training:  # per image: the batch's total over its images (builds spread over the batch)
+        for row in report.layers:
+            row.macs = (row.macs + batch_size // 2) // batch_size
     report.macs = sum(row.macs for row in report.layers)
     return report
 

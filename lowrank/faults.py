@@ -8,6 +8,11 @@ Points (grep ``fault_point(`` for the list):
   worker-finished          after status.json says ``finished``, before the results.csv row
   worker-result-appended   after the row, before status records ``results_written``
   worker-stop-checkpoint   after the checkpoint written on SIGTERM/SIGINT, before state ``killed``
+  launcher-started-worker  the local launcher, after starting a worker, before recording it
+
+:func:`armed` names misbehaviours other than a SIGKILL, asked once by the code that stages them:
+  nan-loss@rank<R>         data-parallel rank R's loss is NaN from its 3rd step (the other ranks
+                           are fine: the run must still fail on every rank)
 """
 
 from __future__ import annotations
@@ -23,3 +28,9 @@ def fault_point(name: str) -> None:
     spec = os.environ.get(FAULT_ENV)
     if spec and name in (part.strip() for part in spec.split(",")):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def armed(name: str) -> bool:
+    """Whether ``name`` is one of the points in ``$LOWRANK_FAULT`` (checked once, outside hot loops)."""
+    spec = os.environ.get(FAULT_ENV)
+    return bool(spec) and name in (part.strip() for part in spec.split(","))

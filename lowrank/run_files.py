@@ -34,9 +34,10 @@ _STATUS_FIELDS: dict[str, tuple[type, ...]] = {
                                "world_size")},
     **{key: _NUMBER for key in ("best_val_err1", "last_loss", "last_val_err1", "final_val_err1", "test_err1",
                                 "test_err5", "test_loss", "hp", "budget_gap", "train_seconds", "sweep_budget",
-                                "create_time", "teacher_err1", "teacher_claimed_err1")},
+                                "create_time", "teacher_err1", "teacher_claimed_err1", "elapsed_before")},
     **{key: (str,) for key in ("state", "name", "run_id", "host", "launcher_host", "error", "started", "ended",
-                               "created", "launched", "heartbeat", "method", "preset", "sweep", "device")},
+                               "created", "launched", "heartbeat", "method", "preset", "sweep", "device",
+                               "waiting")},
 }
 # config.yaml sections that must be mappings when present
 _CONFIG_SECTIONS = ("model", "data", "substitute", "train", "log", "resources", "teacher", "distill", "imitation")

@@ -9,6 +9,13 @@ pipe that fills and blocks the worker (research notes, 28 Nov 2017: the runner h
 allocations on GPU 0). Every process of the run inherits ``LOWRANK_RUN_ID``, which
 finds even descendants that left the process group.
 
+Data-parallel runs (``resources.nproc`` N > 1): the one process started is torchrun,
+``python -m torch.distributed.run --standalone --nproc-per-node N -m lowrank.train RUN_DIR``;
+its elastic agent starts the N ranks (each in its own session, all carrying
+``LOWRANK_RUN_ID``), forwards a SIGTERM to them and reports their exit. The status ``pid`` is
+the agent's; rank 0 adds ``world_size``, ``launcher`` and ``rank_pids``. Kill finds the
+ranks and their DataLoader workers as the agent's descendants (and by the run's variable).
+
 Reaping: the worker is our child; a daemon thread waits on it, so a long-lived launcher
 (scheduler, TUI) never accumulates zombies, and the thread records the exit code when
 the worker died without writing a final state. When the launcher exits first, the worker
@@ -41,16 +48,18 @@ from typing import Any, Mapping
 import psutil
 
 from lowrank.errors import UserError
+from lowrank.faults import fault_point
 from lowrank.rundir import FINAL_STATES, LOG_FILE, RunDir, now_iso
 
 from console import gpus as gpus_mod
 from console.backends.base import Backend, KillReport
 from console.placement import Job, plan, requirement_for, running_jobs
-from console.runs import (CREATE_TIME_TOLERANCE, RUN_ENV, RunStore, carries_run, locked_status, own_lineage,
-                          relaunch, worker_process)
+from console.runs import (CREATE_TIME_TOLERANCE, RUN_ENV, RunStore, carries_run, identity_fields, live_carriers,
+                          locked_status, own_lineage, relaunch, worker_process)
 from console.runs import process_alive as _alive
 
 WORKER_MODULE = "lowrank.train"
+TORCHRUN = ["-m", "torch.distributed.run", "--standalone"]  # the elastic launcher, one node, own rendezvous
 WORKER_ENV = "LOWRANK_WORKER"  # module name or path of a .py file to run instead (tests use a fake worker)
 NVML_WAIT_SECONDS = 5.0
 
@@ -95,11 +104,23 @@ def run_processes(run: RunDir, status: Mapping[str, Any] | None = None) -> dict[
 
 
 def worker_command(run: RunDir, *, resume: bool = False, python: str = sys.executable,
-                   worker: str | None = None) -> list[str]:
-    """The worker's argv: ``python -m lowrank.train RUN_DIR [--resume]``."""
+                   worker: str | None = None, nproc: int = 1) -> list[str]:
+    """The worker's argv: ``python -m lowrank.train RUN_DIR [--resume]``; with ``nproc`` > 1 the
+    same worker under torchrun, one rank per process."""
     worker = worker or os.environ.get(WORKER_ENV) or WORKER_MODULE
     target = [worker] if worker.endswith(".py") else ["-m", worker]
-    return [python, *target, str(run.path), *(["--resume"] if resume else [])]
+    launcher = [*TORCHRUN, "--nproc-per-node", str(nproc)] if nproc > 1 else []
+    return [python, *launcher, *target, str(run.path), *(["--resume"] if resume else [])]
+
+
+def run_nproc(run: RunDir) -> int:
+    """The run's data-parallel ranks (``resources.nproc`` of its config; 1 when unreadable)."""
+    with contextlib.suppress(Exception):
+        resources = run.read_config().get("resources")
+        nproc = resources.get("nproc", 1) if isinstance(resources, Mapping) else 1
+        if isinstance(nproc, int) and not isinstance(nproc, bool) and nproc >= 1:
+            return nproc
+    return 1
 
 
 def _reap(run: RunDir, proc: subprocess.Popen) -> None:
@@ -134,13 +155,17 @@ def start_worker(run: RunDir, *, gpus: list[int] | None = None, resume: bool = F
     if gpus is not None:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(index) for index in gpus)
     env.update(extra_env or {})
-    command = worker_command(run, resume=resume, python=python, worker=worker)
+    nproc = run_nproc(run)
+    command = worker_command(run, resume=resume, python=python, worker=worker, nproc=nproc)
 
     with locked_status(run) as status:
         state = status.get("state")
         if worker_process(status) is not None:  # whatever the state says: never two workers on one dir
             raise UserError(f"run {run.run_id} is already running (pid {status.get('pid')})",
                             hint=f"lowrank kill {run.run_id}")
+        orphans = live_carriers(run.run_id)
+        if orphans:  # a launcher died between starting a worker and recording it: adopt that worker
+            return _adopt(run, status, orphans)
         if state in FINAL_STATES and not resume:
             raise UserError(f"run {run.run_id} has already ended ({state})",
                             hint=f"lowrank relaunch {run.run_id} [--resume]")
@@ -150,17 +175,38 @@ def start_worker(run: RunDir, *, gpus: list[int] | None = None, resume: bool = F
             log.flush()
             proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True, close_fds=True, env=env)
-        try:
-            create_time = psutil.Process(proc.pid).create_time()
-        except psutil.Error:  # exited already: the reaper records it
-            create_time = None
-        status.update(state="running", pid=proc.pid, pgid=proc.pid, sid=proc.pid, create_time=create_time,
+        fault_point("launcher-started-worker")  # tests: the launcher dies before recording its worker
+        status.update(state="running", pid=proc.pid, pgid=proc.pid, sid=proc.pid, **identity_fields(proc.pid),
                       gpus=gpus, launcher_host=socket.gethostname(), launcher_pid=os.getpid(), launched=now_iso(),
                       command=command, cwd=os.getcwd(), attempt=int(status.get("attempt") or 0) + 1,
                       launch_epoch=int(status.get("epoch") or 0) if resume else 0, resume=resume,
-                      exit_code=None, ended=None, error=None, kill_requested=None)
+                      exit_code=None, ended=None, error=None, kill_requested=None, waiting=None,
+                      **({"world_size": nproc, "launcher": "torchrun", "rank_pids": None} if nproc > 1 else {}))
     threading.Thread(target=_reap, args=(run, proc), name=f"reap-{proc.pid}", daemon=True).start()
     return proc.pid
+
+
+def _adopt(run: RunDir, status: dict[str, Any], orphans: list[psutil.Process]) -> int:
+    """Record a live, unrecorded worker of this run as its worker (called under the status lock)
+    instead of starting a second one: the run's first process (its oldest carrier whose parent
+    does not carry the run) becomes ``pid``; its session and group are the run's."""
+    pids = {proc.pid for proc in orphans}
+    top = next((proc for proc in orphans if _parent_pid(proc) not in pids), orphans[0])
+    try:
+        group, session = os.getpgid(top.pid), os.getsid(top.pid)
+    except OSError:
+        group = session = top.pid
+    status.update(state="running", pid=top.pid, pgid=group, sid=session, **identity_fields(top.pid),
+                  launched=status.get("launched") or now_iso(), launcher_host=socket.gethostname(),
+                  adopted=now_iso(), exit_code=None, ended=None, error=None, kill_requested=None, waiting=None)
+    return top.pid
+
+
+def _parent_pid(proc: psutil.Process) -> int | None:
+    try:
+        return proc.ppid()
+    except psutil.Error:
+        return None
 
 
 def _choose_gpus(run: RunDir) -> list[int] | None:

@@ -48,6 +48,7 @@ def register(app: typer.Typer) -> None:
         store = RunStore()
         _repair(store)
         infos = store.list(state or None)
+        _revive_queue(store, infos)
         total = len(infos)
         if last:
             infos = infos[-last:]
@@ -67,6 +68,18 @@ def register(app: typer.Typer) -> None:
         _table(infos)
         if len(infos) < total:
             typer.echo(f"{len(infos)} most recent of {total} runs (lowrank ls --all for every run, -n N for N)", err=True)
+
+
+def _revive_queue(store, infos) -> None:
+    """Queued runs with no scheduler to start them (it was killed, or the machine rebooted):
+    start one, and say so on stderr (the JSON on stdout stays clean)."""
+    if not any(info.state == "queued" for info in infos):
+        return
+    from console.scheduler import revive
+
+    message = revive(store)
+    if message:
+        typer.echo(message, err=True)
 
 
 def _repair(store) -> None:
@@ -113,6 +126,10 @@ def _table(infos) -> None:
     if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
         console = Console(width=240)
     console.print(table)
+    for info in [info for info in infos if info.state == "queued"][:5]:  # the queue explains itself
+        why = info.waiting or "waiting for the scheduler's next round"
+        Console(stderr=True, soft_wrap=True).print(f"[blue]{markup(info.run_id)}[/]: {markup(why, 300)}",
+                                                   highlight=False)
     failed = [info for info in infos if info.state == "failed" and info.error]
     for info in failed[-3:]:
         Console(stderr=True, soft_wrap=True).print(f"[red]{markup(info.run_id)}[/]: {markup(info.error, 500)}",

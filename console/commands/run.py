@@ -1,5 +1,8 @@
 """``lowrank run PRESET``: create a run directory and train it.
 
+``--nproc N`` trains data-parallel: the worker runs under torchrun with N ranks (one per GPU,
+or N gloo processes with ``--cpu``); ``data.batch_size`` stays the global batch.
+
 In the foreground the worker runs in its own process group while this command draws a
 progress bar from the run directory (the worker never talks to the console); Ctrl-C
 stops the worker cleanly (state ``killed``). With ``--detach`` the run is queued for
@@ -30,6 +33,9 @@ def register(app: typer.Typer) -> None:
         gpus: Annotated[Optional[int], typer.Option(help="number of GPUs the run needs (with --detach)")] = None,
         gpu: Annotated[Optional[list[int]], typer.Option(help="run on this GPU index (repeatable)")] = None,
         cpu: Annotated[bool, typer.Option(help="run on the CPU (no GPU)")] = False,
+        nproc: Annotated[Optional[int], typer.Option(min=1, help="data-parallel processes (torchrun ranks): one per "
+                                                            "GPU, or N gloo processes with --cpu; sets "
+                                                            "resources.nproc (data.batch_size is the global batch)")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="print the final summary as JSON")] = False,
         name: Annotated[Optional[str], typer.Option("--name", help="the run's name (default: the preset's name and "
                                                                    "the overrides, e.g. 'quickstart tt@0.1')")] = None,
@@ -47,6 +53,10 @@ def register(app: typer.Typer) -> None:
 
         if cpu and (gpus or gpu):  # before anything exists: a refused run leaves no queued orphan
             raise UserError("--cpu cannot be combined with --gpus/--gpu", key="--cpu", hint="give one of them")
+        if nproc is not None:
+            if resume:
+                raise UserError("--resume keeps the run's resources.nproc; drop --nproc", key="--nproc")
+            set_ = [*set_, f"resources.nproc={nproc}"]
         if name is not None and (not name.strip() or resume):
             raise UserError("--name needs a non-empty name" if not resume else
                             "--resume keeps the run's name; drop --name", key="--name")

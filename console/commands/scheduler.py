@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -30,8 +30,17 @@ def register(app: typer.Typer) -> None:
         state = f"running (pid {info.get('pid')}, since {info.get('started')})" if info["running"] else "not running"
         typer.echo(f"scheduler: {state}")
         typer.echo(f"queued: {len(queued)}   running: {len(running)}")
+        import os
+
+        from console.placement import default_max_cpu_runs
+        from console.safe_text import clean
+
+        slots = default_max_cpu_runs(os.cpu_count() or 1, store.home)
+        typer.echo(f"CPU slots: {slots} (lowrank scheduler start --cpu-slots N, or cpu_slots in "
+                   f"{clean(store.home / 'config.yaml')})")
         for item in queued:
-            typer.echo(f"  {item.run_id}  needs {requirement_for(store.get(item.run_id)).describe()}")
+            typer.echo(f"  {item.run_id}  needs {requirement_for(store.get(item.run_id)).describe()}"
+                       + (f": {clean(item.waiting)}" if item.waiting else ""))
 
     @group.command()
     def stop() -> None:
@@ -41,10 +50,17 @@ def register(app: typer.Typer) -> None:
         typer.echo("scheduler stopped" if stop_scheduler() else "no scheduler was running")
 
     @group.command()
-    def start() -> None:
+    def start(
+        cpu_slots: Annotated[Optional[int], typer.Option(
+            "--cpu-slots", min=1, help="CPU runs at once on this host (kept in $LOWRANK_HOME/config.yaml; "
+                                       "default one per two cores)")] = None,
+    ) -> None:
         """Start the scheduler now (it exits by itself when the queue is empty)."""
-        from console.scheduler import ensure_scheduler
+        from console.scheduler import ensure_scheduler, set_cpu_slots
 
+        if cpu_slots is not None:
+            path = set_cpu_slots(cpu_slots)
+            typer.echo(f"cpu_slots: {cpu_slots} (in {path}; the scheduler reads it every round)")
         pid = ensure_scheduler()
         typer.echo(f"scheduler started (pid {pid})" if pid else "a scheduler is already running")
 

@@ -144,7 +144,22 @@ class LowrankConsole(RunActions, App[None]):
         while not worker.is_cancelled and not self._stop.is_set():
             snap = self.snapshot_fn()
             self.post_message(HostChanged(snap, gpu_runs(snap, self.records)))
+            self._revive_queue()
             self._stop.wait(self.host_interval)
+
+    def _revive_queue(self) -> None:
+        """Queued runs and no scheduler (it was killed): start one and say so (host thread)."""
+        if not any(record.info.state == "queued" for record in list(self.records.values())):
+            return
+        from console.runs import RunStore
+        from console.scheduler import revive
+
+        try:
+            message = revive(RunStore(self.home))
+        except Exception as error:  # never take the console down over this
+            message = f"queued runs have no scheduler and starting one failed: {error}"
+        if message:
+            self.call_from_thread(self.notify, clean(message), timeout=10)
 
     def refresh_now(self) -> None:
         """Poll again at once (after an action or a change of selection)."""

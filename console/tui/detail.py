@@ -19,7 +19,7 @@ from .curves import CurvesView
 from .format import STATE_STYLES, count, duration, number, pct
 from .messages import Detail
 
-STATUS_FIELDS = (("pid", "pid"), ("host", "host"), ("device", "device"), ("gpus", "gpus"), ("hp", "hp"),
+STATUS_FIELDS = (("waiting", "waiting"), ("pid", "pid"), ("host", "host"), ("device", "device"), ("gpus", "gpus"), ("hp", "hp"),
                  ("created", "created"), ("started", "started"), ("ended", "ended"), ("heartbeat", "heartbeat"),
                  ("exit_code", "exit code"), ("preset", "preset"), ("sweep", "sweep"),
                  ("relaunched_from", "relaunched from"), ("backend", "backend"), ("slurm_job_id", "slurm job"),

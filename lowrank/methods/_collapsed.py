@@ -1,14 +1,20 @@
-"""The collapsed-matrix path shared by the FFT-structured methods (AFDF, block-diagonal ACDC).
+"""The collapsible structured linear shared by ACDC, AFDF and block-diagonal ACDC.
 
 A stack of diagonal and transform layers is one linear map, so it can run either as the
 transform itself (``fast``: O(N log N) per position) or as its effective ``in x out`` matrix
-applied as a 1x1 conv (``collapse``). Counting follows what runs: a method declares
-``min(fast cost, in*out)`` mult-adds per position, and in eval mode the module runs exactly
-that path. Without autograd (``torch.no_grad()``/``inference_mode``, the usual evaluation)
-the collapsed matrix is cached and rebuilt only when a parameter changes (its ``_version``
-or storage changes); with autograd on it is rebuilt differentiably each forward. In training
-mode the path is the cheaper one for the actual number of positions (the build, about
-``in * fast cost``, is paid once per forward and spread over the batch).
+applied as a 1x1 conv (``collapse``). :class:`CollapsibleLinear` holds what the three methods
+share: zero-padding to ``N = max(in, out)``, the two paths, the cache, and the counts.
+
+Counting follows what runs. The declared (eval) cost per position is the counted path's:
+``min(fast cost, in*out)`` with ``path="auto"`` (the default), or the forced path's cost, and
+in eval mode the module runs exactly that path. Without autograd (``torch.no_grad()`` /
+``inference_mode``, the usual evaluation) the collapsed matrix is cached and rebuilt only when
+a parameter changes (its ``_version`` or storage changes), so a steady-state eval forward
+executes the declared mult-adds and nothing else; with autograd on it is rebuilt
+differentiably each forward. In training mode ``auto`` takes the path a wall-clock model says
+is faster for the actual number of positions; :meth:`CollapsibleLinear.batch_macs` says what
+that executes, including the matrix build (paid once per forward, i.e. once per batch), which
+``lowrank count --train`` reports spread over the batch.
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
+PATHS = ("auto", "collapse", "fast")
 # A GEMM mult-add runs several times faster than an FFT-path mult-add in PyTorch (one BLAS call
 # against a dozen small kernels per layer); used only to pick between equivalent paths.
 GEMM_ADVANTAGE = 16.0
@@ -35,6 +43,14 @@ def eval_path(in_features: int, out_features: int, fast_per_position: int) -> st
     return "collapse" if in_features * out_features <= fast_per_position else "fast"
 
 
+def declared_per_position(in_features: int, out_features: int, fast_per_position: int, path: str = "auto") -> int:
+    """Declared eval mult-adds per position: the forced path's cost, or min(fast, in*out) for auto."""
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
+    collapse = in_features * out_features
+    return {"auto": min(fast_per_position, collapse), "collapse": collapse, "fast": fast_per_position}[path]
+
+
 class CollapsedCache:
     """The effective matrix of ``module`` built once per parameter state, for no-grad forwards."""
 
@@ -43,8 +59,13 @@ class CollapsedCache:
         self._matrix: torch.Tensor | None = None
 
     def get(self, module: nn.Module, build: Callable[[], torch.Tensor]) -> torch.Tensor:
-        """``build()`` under no_grad, reused while no parameter of ``module`` has changed."""
-        key = tuple((p.device, p.dtype, p.data_ptr(), p._version) for p in module.parameters())
+        """``build()`` under no_grad, reused while no parameter of ``module`` has changed. Parameters
+        without storage (``torch.func`` transforms swap in batched tensors, whose ``requires_grad``
+        reads False) are never cached: built as the grad mode says."""
+        try:
+            key = tuple((p.device, p.dtype, p.data_ptr(), p._version) for p in module.parameters())
+        except RuntimeError:
+            return build()
         if key != self._key or self._matrix is None:
             with torch.no_grad():
                 self._matrix = build()
@@ -57,3 +78,108 @@ def collapsed_matrix(module: nn.Module, cache: CollapsedCache, build: Callable[[
     if torch.is_grad_enabled() and any(p.requires_grad for p in module.parameters()):
         return build()
     return cache.get(module, build)
+
+
+class CollapsibleLinear(nn.Module):
+    """A structured ``nn.Linear`` substitute (..., in) -> (..., out) that runs as its transform or
+    as its collapsed matrix; subclasses give :meth:`transform`, :meth:`fast_cost` and their
+    parameters, and may refine :meth:`build_cost` and :meth:`training_choice`."""
+
+    def __init__(self, in_features: int, out_features: int, layers: int, *, bias: bool = False,
+                 path: str = "auto") -> None:
+        super().__init__()
+        if path not in PATHS:
+            raise ValueError(f"path must be one of {PATHS}, got {path!r}")
+        if layers < 1:
+            raise ValueError(f"layers must be >= 1, got {layers}")
+        self.in_features, self.out_features, self.layers = in_features, out_features, int(layers)
+        self.n = max(in_features, out_features)
+        self.path = path
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        self._cache = CollapsedCache()
+
+    # -- what a subclass declares ---------------------------------------------------------------
+    def transform(self, z: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """The stack on length-N vectors along the last dimension."""
+        raise NotImplementedError
+
+    def fast_cost(self) -> int:  # pragma: no cover - abstract
+        """Mult-adds of :meth:`transform` on one vector (the method's declared convention)."""
+        raise NotImplementedError
+
+    def build_cost(self) -> int:
+        """Mult-adds of one :meth:`matrix` call: the ``in`` basis vectors pushed through the transform."""
+        return self.in_features * self.fast_cost()
+
+    def training_choice(self, positions: int) -> str:
+        """The faster path in training for ``positions`` vectors (``auto`` only)."""
+        return training_path(positions, self.in_features, self.out_features, self.fast_cost())
+
+    # -- the two paths ----------------------------------------------------------------------------
+    def fast(self, x: torch.Tensor) -> torch.Tensor:
+        """The transform path without bias: zero-pad to N, transform, keep the first out_features."""
+        # torch.fft needs float32/64 for non-power-of-two sizes (half inputs arrive under autocast)
+        z = x if x.dtype in (torch.float32, torch.float64) else x.float()
+        if self.n > self.in_features:
+            z = F.pad(z, (0, self.n - self.in_features))
+        return self.transform(z)[..., :self.out_features].to(x.dtype)
+
+    def matrix(self) -> torch.Tensor:
+        """The effective (in_features, out_features) matrix W, so that the stack is x @ W (+ bias)."""
+        return self.transform(self.basis())[:, :self.out_features]
+
+    def basis(self) -> torch.Tensor:
+        """The ``in`` basis vectors zero-padded to N, on the parameters' device and dtype."""
+        p = next(self.parameters())
+        return torch.eye(self.in_features, self.n, device=p.device, dtype=p.dtype)
+
+    def weight(self) -> torch.Tensor:
+        """The collapsed matrix for this forward (cached when no gradient is needed)."""
+        return collapsed_matrix(self, self._cache, self.matrix)
+
+    def counted_path(self) -> str:
+        """The path an eval forward runs and the declaration counts."""
+        if self.path != "auto":
+            return self.path
+        return eval_path(self.in_features, self.out_features, self.fast_cost())
+
+    def path_for(self, positions: int) -> str:
+        """The path this forward takes: forced, the counted one in eval, the faster one in training."""
+        if self.path != "auto":
+            return self.path
+        return self.training_choice(positions) if self.training else self.counted_path()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.path_for(x.numel() // max(1, x.shape[-1])) == "collapse":
+            return F.linear(x, self.weight().t().to(x.dtype), self.bias)
+        y = self.fast(x)
+        return y + self.bias if self.bias is not None else y
+
+    def forward_channels(self, x: torch.Tensor) -> torch.Tensor:
+        """The stack on the channels of (B, in, H, W) at every position (the conv's 1x1 stage)."""
+        if self.path_for(x.shape[0] * x.shape[2] * x.shape[3]) == "collapse":
+            return F.conv2d(x, self.weight().t().to(x.dtype)[:, :, None, None], self.bias)
+        y = self.fast(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return y + self.bias[:, None, None] if self.bias is not None else y
+
+    # -- counts -----------------------------------------------------------------------------------
+    def per_position_macs(self) -> int:
+        """Declared eval mult-adds per vector (the counted path's cost)."""
+        return declared_per_position(self.in_features, self.out_features, self.fast_cost(), self.path)
+
+    def count_macs(self, x: torch.Tensor) -> int:
+        """Analytic eval mult-adds on input ``x`` (used by lowrank.count): the declared per-vector figure."""
+        return x.numel() // x.shape[-1] * self.per_position_macs()
+
+    def batch_macs(self, positions: int) -> int:
+        """Mult-adds one forward on ``positions`` vectors executes in the current mode: in training
+        (autograd on) the collapsed path pays one matrix build per forward; in eval (no_grad) it
+        uses the cached matrix."""
+        if self.path_for(positions) == "collapse":
+            build = self.build_cost() if self.training else 0  # eval: the cached matrix
+            return build + positions * self.in_features * self.out_features
+        return positions * self.fast_cost()
+
+    def count_train_macs(self, x: torch.Tensor) -> int:
+        """Mult-adds of one training forward on the whole batch ``x`` (lowrank.count --train)."""
+        return self.batch_macs(x.numel() // x.shape[-1])

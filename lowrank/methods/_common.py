@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ._collapsed import CollapsibleLinear
 from .registry import ConvSpec, get_method
 
 
@@ -33,6 +34,11 @@ class SubstituteConv(nn.Module):
     def macs(self, in_hw: tuple[int, int]) -> int:
         """Analytic mult-adds for one image of spatial size ``in_hw`` (the method's declaration)."""
         return int(get_method(self.method_name).macs(self.spec, self.hp, tuple(in_hw), **self.options))
+
+    def train_macs(self, x: torch.Tensor) -> int:
+        """Mult-adds one training forward on the whole batch ``x`` executes (``lowrank count --train``):
+        the declared per-image figure per image, unless a layer also pays a per-forward build."""
+        return x.shape[0] * self.macs(tuple(x.shape[-2:]))
 
     def extra_repr(self) -> str:
         return f"method={self.method_name}, hp={self.hp}, in={self.spec.in_channels}, out={self.spec.out_channels}"
@@ -126,3 +132,13 @@ class SeparableConv(SubstituteConv):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pointwise(self.spatial(x))
+
+    def train_macs(self, x: torch.Tensor) -> int:
+        """As :meth:`SubstituteConv.train_macs`; a collapsible 1x1 stage says what its path executes
+        on this many positions (a matrix build per forward on the collapsed path)."""
+        core = next((m for m in self.children() if isinstance(m, CollapsibleLinear)), None)
+        if core is None:
+            return super().train_macs(x)
+        in_hw = tuple(x.shape[-2:])
+        oh, ow = pointwise_hw(self.spec, in_hw)
+        return x.shape[0] * depthwise_macs(self.spec, in_hw) + core.batch_macs(x.shape[0] * oh * ow)

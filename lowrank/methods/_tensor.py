@@ -32,9 +32,11 @@ reconstructed W has variance 2 / in, kaiming-normal (fan_in, ReLU gain) of the d
 The depthwise stage keeps PyTorch's default init.
 
 Mult-adds (per image): depthwise + out_h * out_w * out * in for the reconstructed 1x1. The
-reconstruction itself runs once per forward, i.e. once per batch (and once in total at
-deployment, where W is precomputed), so it is not a per-image cost and is left out; each
-method exposes it as ``<method>_reconstruction_macs(spec, hp)``.
+reconstruction itself runs once per training forward, i.e. once per batch; in eval mode without
+autograd W is cached (rebuilt when a factor changes, :mod:`lowrank.methods._collapsed`), so a
+steady-state eval forward executes exactly the declared figure. It is left out of the per-image
+figure; each method exposes it as ``<method>_reconstruction_macs(spec, hp)`` and
+``lowrank count --train`` adds it once per forward, spread over the batch.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ._collapsed import CollapsedCache, collapsed_matrix
 from ._common import SubstituteConv, depthwise, depthwise_macs, depthwise_params, has_spatial, require_plain
 from .registry import ConvSpec, HyperParam
 
@@ -166,15 +169,28 @@ class TensorPointwise(SubstituteConv):
         self.sizes = tuple(o * i for o, i in zip(self.outs, self.ins))
         self.depthwise = depthwise(spec) if has_spatial(spec) else None
         self.bias = nn.Parameter(torch.zeros(spec.out_channels)) if spec.bias else None
+        self._cache = CollapsedCache()
 
     def reconstruct(self) -> torch.Tensor:
         """The d-mode tensor of shape ``self.sizes``."""
         raise NotImplementedError
 
-    def weight(self) -> torch.Tensor:
-        """The reconstructed dense pointwise weight, shape (out, in, 1, 1)."""
+    def reconstruction_macs(self) -> int:
+        """Mult-adds of one :meth:`reconstruct` (the method's ``*_reconstruction_macs``)."""
+        raise NotImplementedError
+
+    def dense_weight(self) -> torch.Tensor:
+        """The pointwise weight rebuilt from the factors, shape (out, in, 1, 1)."""
         matrix = to_matrix(self.reconstruct(), self.outs, self.ins)
         return matrix.reshape(self.spec.out_channels, self.spec.in_channels, 1, 1)
+
+    def weight(self) -> torch.Tensor:
+        """The pointwise weight for this forward: cached when no gradient can flow, else rebuilt."""
+        return collapsed_matrix(self, self._cache, self.dense_weight)
+
+    def train_macs(self, x: torch.Tensor) -> int:
+        """A training forward on the batch ``x``: the per-image figure per image + one reconstruction."""
+        return super().train_macs(x) + self.reconstruction_macs()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.depthwise is not None:  # the depthwise stage carries stride, padding, dilation

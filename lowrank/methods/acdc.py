@@ -18,11 +18,16 @@ the channels at every position. Two forward paths give the same output:
 - ``collapse``: push the ``in`` basis vectors through the stack to get the effective in x out
   matrix (differentiable) and apply it as a 1x1 conv — cheap when batch*H*W >> N;
 - ``fast``: DCTs via ``torch.fft`` on the channel dimension, O(N log N) per position.
-``path="auto"`` picks the cheaper by :func:`choose_path`'s cost model.
+With ``path="auto"`` an eval forward runs the counted path (below) with the collapsed matrix
+cached under no_grad (:class:`lowrank.methods._collapsed.CollapsibleLinear`), and a training
+forward the faster path by :func:`choose_path`'s wall-clock cost model; ``path="collapse"`` or
+``"fast"`` forces one path in both modes (and the count follows it).
 
-Mult-adds (per output position): ``min(L*(2*N*ceil(log2 N) + 2*N), in*out)`` — two DCTs and two
-diagonal multiplies per layer, or the collapsed in x out matrix when that is cheaper at test time
-(as the notes settled on, 16 Oct 2018). Shuffles are free; the bias is not counted.
+Mult-adds (per output position, eval): ``min(L*(2*N*ceil(log2 N) + 2*N), in*out)`` — two DCTs and
+two diagonal multiplies per layer, or the collapsed in x out matrix when that is cheaper at test
+time (as the notes settled on, 16 Oct 2018); a forced path declares its own term. Shuffles are
+free; the bias is not counted. Training costs (matrix build per forward) are reported apart
+(``lowrank count --train``).
 """
 
 from __future__ import annotations
@@ -31,8 +36,8 @@ from typing import Literal
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
+from ._collapsed import CollapsibleLinear, declared_per_position
 from ._common import SeparableConv, depthwise_macs, depthwise_params, pointwise_hw, require_plain
 from .dct import cached_dct_matrix, dct, dct_macs, idct
 from .registry import ConvSpec, HyperParam, Method, register_method
@@ -41,7 +46,6 @@ HP = HyperParam("layers", int, low=1, high=64, default=12, direction=1,
                 description="number of stacked ACDC layers")
 OPTIONS = {"shuffle": "riffle", "extra_riffle": False, "path": "auto", "seed": 0}
 SHUFFLES = ("riffle", "random", "none")
-PATHS = ("auto", "collapse", "fast")
 
 # Cost model used only to pick the faster (numerically equivalent) path, never to count:
 # a GEMM mult-add is several times cheaper than an FFT-path mult-add in PyTorch (one fused BLAS
@@ -81,38 +85,33 @@ def choose_path(positions: int, in_features: int, out_features: int, layers: int
     return "collapse" if collapse <= fast else "fast"
 
 
-class StackedACDCLinear(nn.Module):
+def register_shuffle(module: nn.Module, n: int, shuffle: str, seed: int) -> None:
+    """``module.perm``: the between-layer permutation of ``shuffle`` as a buffer (None for ``none``);
+    shared by acdc and block_acdc."""
+    if shuffle not in SHUFFLES:
+        raise ValueError(f"shuffle must be one of {SHUFFLES}, got {shuffle!r}")
+    if shuffle == "random":
+        module.register_buffer("perm", torch.randperm(n, generator=torch.Generator().manual_seed(seed)))
+    elif shuffle == "riffle":
+        module.register_buffer("perm", riffle_permutation(n))
+    else:
+        module.perm = None
+
+
+class StackedACDCLinear(CollapsibleLinear):
     """A stack of ACDC layers as an ``nn.Linear`` substitute: (..., in_features) -> (..., out_features)."""
 
     def __init__(self, in_features: int, out_features: int, layers: int = 12, *,
                  shuffle: Literal["riffle", "random", "none"] = "riffle", extra_riffle: bool = False,
                  bias: bool = False, path: Literal["auto", "collapse", "fast"] = "auto", seed: int = 0) -> None:
-        super().__init__()
-        if shuffle not in SHUFFLES:
-            raise ValueError(f"shuffle must be one of {SHUFFLES}, got {shuffle!r}")
-        if path not in PATHS:
-            raise ValueError(f"path must be one of {PATHS}, got {path!r}")
-        if layers < 1:
-            raise ValueError(f"layers must be >= 1, got {layers}")
-        self.in_features, self.out_features, self.layers = in_features, out_features, int(layers)
-        self.n = n = max(in_features, out_features)
-        self.shuffle, self.extra_riffle, self.path = shuffle, bool(extra_riffle), path
+        super().__init__(in_features, out_features, layers, bias=bias, path=path)
+        n = self.n
+        self.shuffle, self.extra_riffle = shuffle, bool(extra_riffle)
         self.a = nn.Parameter(torch.empty(self.layers, n))
         self.d = nn.Parameter(torch.empty(self.layers, n))
-        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         self.register_buffer("riffle", riffle_permutation(n))
-        if shuffle == "random":
-            self.register_buffer("perm", torch.randperm(n, generator=torch.Generator().manual_seed(seed)))
-        elif shuffle == "riffle":
-            self.register_buffer("perm", riffle_permutation(n))
-        else:
-            self.perm = None
+        register_shuffle(self, n, shuffle, seed)
         self.reset_parameters()
-
-    def count_macs(self, x: torch.Tensor) -> int:
-        """Analytic mult-adds on input ``x`` (used by lowrank.count): per vector, the cheaper of
-        the fast transform and the collapsed matrix, as for the convolutional ACDC."""
-        return x.numel() // x.shape[-1] * pointwise_cost(self.in_features, self.out_features, self.layers)
 
     def reset_parameters(self) -> None:
         """Diagonals ~ N(1, 0.01^2) (Moczulski et al. 2016, Sec. 5); bias zero."""
@@ -121,6 +120,25 @@ class StackedACDCLinear(nn.Module):
             self.d.normal_(1.0, 1e-2)
             if self.bias is not None:
                 self.bias.zero_()
+
+    def fast_cost(self) -> int:
+        """Per vector: L layers of two DCTs and two diagonal multiplies."""
+        return self.layers * layer_cost(self.n)
+
+    def dense_build(self) -> bool:
+        """Whether :meth:`matrix` uses explicit N x N DCT matrices (faster up to DENSE_DCT_MAX)."""
+        return self.n <= DENSE_DCT_MAX
+
+    def build_cost(self) -> int:
+        """One :meth:`matrix` call: ``in`` rows through the stack (two N x N matmuls per layer when
+        :meth:`dense_build`, else the transform's cost) and two diagonal multiplies per layer."""
+        if self.dense_build():
+            return self.layers * (2 * self.in_features * self.n * self.n + 2 * self.in_features * self.n)
+        return self.in_features * self.fast_cost()
+
+    def training_choice(self, positions: int) -> str:
+        """The wall-clock cost model's choice (:func:`choose_path`)."""
+        return choose_path(positions, self.in_features, self.out_features, self.layers)
 
     def transform(self, z: torch.Tensor, dense_dct: bool = False) -> torch.Tensor:
         """The stack on length-N vectors along the last dimension: O(L N log N) each via the FFT,
@@ -141,29 +159,7 @@ class StackedACDCLinear(nn.Module):
 
     def matrix(self) -> torch.Tensor:
         """The effective (in_features, out_features) matrix W, so that the stack is x @ W (+ bias)."""
-        eye = torch.eye(self.in_features, self.n, device=self.a.device, dtype=self.a.dtype)
-        return self.transform(eye, dense_dct=self.n <= DENSE_DCT_MAX)[:, :self.out_features]
-
-    def fast(self, x: torch.Tensor) -> torch.Tensor:
-        """The FFT path: zero-pad to N, transform, keep the first out_features (no bias)."""
-        # torch.fft needs float32/64 for non-power-of-two sizes (half inputs arrive under autocast)
-        z = x if x.dtype in (torch.float32, torch.float64) else x.float()
-        if self.n > self.in_features:
-            z = F.pad(z, (0, self.n - self.in_features))
-        return self.transform(z)[..., :self.out_features].to(x.dtype)
-
-    def pick_path(self, positions: int) -> str:
-        """The configured path, or the cost model's choice for ``positions`` vectors."""
-        if self.path != "auto":
-            return self.path
-        return choose_path(positions, self.in_features, self.out_features, self.layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        positions = x.numel() // max(1, x.shape[-1])
-        if self.pick_path(positions) == "collapse":
-            return F.linear(x, self.matrix().t().to(x.dtype), self.bias)
-        y = self.fast(x)
-        return y + self.bias if self.bias is not None else y
+        return self.transform(self.basis(), dense_dct=self.dense_build())[:, :self.out_features]
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, layers={self.layers}, "
@@ -189,13 +185,7 @@ class ACDCConv(SeparableConv):
                                       extra_riffle=extra_riffle, bias=spec.bias, path=path, seed=seed)
 
     def pointwise(self, x: torch.Tensor) -> torch.Tensor:
-        core = self.acdc
-        positions = x.shape[0] * x.shape[2] * x.shape[3]
-        if core.pick_path(positions) == "collapse":
-            weight = core.matrix().t().to(x.dtype)[:, :, None, None]
-            return F.conv2d(x, weight, core.bias)
-        y = core.fast(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-        return y + core.bias[:, None, None] if core.bias is not None else y
+        return self.acdc.forward_channels(x)
 
 
 def build(spec: ConvSpec, hp: int = HP.default, shuffle: str = "riffle", extra_riffle: bool = False,
@@ -210,15 +200,17 @@ def params(spec: ConvSpec, hp: int, **options) -> int:
     return depthwise_params(spec) + linear_params(spec.in_channels, spec.out_channels, hp, spec.bias)
 
 
-def pointwise_cost(in_features: int, out_features: int, layers: int) -> int:
-    """Per-vector mult-adds at test time: min(L*(2 N ceil(log2 N) + 2N), in*out), N = max(in, out)."""
-    return min(int(layers) * layer_cost(max(in_features, out_features)), in_features * out_features)
+def pointwise_cost(in_features: int, out_features: int, layers: int, path: str = "auto") -> int:
+    """Per-vector mult-adds at test time: min(L*(2 N ceil(log2 N) + 2N), in*out), N = max(in, out),
+    or the forced path's cost (``fast``: the first term, ``collapse``: in*out)."""
+    fast = int(layers) * layer_cost(max(in_features, out_features))
+    return declared_per_position(in_features, out_features, fast, path)
 
 
-def macs(spec: ConvSpec, hp: int, in_hw: tuple[int, int], **options) -> int:
-    """Depthwise + out_h*out_w * min(L*(2 N ceil(log2 N) + 2N), in*out)."""
+def macs(spec: ConvSpec, hp: int, in_hw: tuple[int, int], path: str = "auto", **options) -> int:
+    """Depthwise + out_h*out_w * min(L*(2 N ceil(log2 N) + 2N), in*out) (or the forced path's cost)."""
     oh, ow = pointwise_hw(spec, in_hw)
-    return depthwise_macs(spec, in_hw) + oh * ow * pointwise_cost(spec.in_channels, spec.out_channels, hp)
+    return depthwise_macs(spec, in_hw) + oh * ow * pointwise_cost(spec.in_channels, spec.out_channels, hp, path)
 
 
 register_method(Method(

@@ -25,9 +25,8 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from ._collapsed import CollapsedCache, collapsed_matrix, eval_path, training_path
+from ._collapsed import CollapsibleLinear
 from ._common import SeparableConv, depthwise_macs, depthwise_params, pointwise_hw, require_plain
 from .registry import ConvSpec, HyperParam, Method, register_method
 
@@ -51,20 +50,15 @@ def pointwise_cost(in_features: int, out_features: int, layers: int) -> int:
     return min(int(layers) * layer_cost(max(in_features, out_features)), in_features * out_features)
 
 
-class StackedAFDFLinear(nn.Module):
+class StackedAFDFLinear(CollapsibleLinear):
     """A stack of AFDF layers as an ``nn.Linear`` substitute: (..., in_features) -> (..., out_features)."""
 
     def __init__(self, in_features: int, out_features: int, layers: int = 12, *, bias: bool = False) -> None:
-        super().__init__()
-        if layers < 1:
-            raise ValueError(f"layers must be >= 1, got {layers}")
-        self.in_features, self.out_features, self.layers = in_features, out_features, int(layers)
-        self.n = n = max(in_features, out_features)
+        super().__init__(in_features, out_features, layers, bias=bias)
+        n = self.n
         # real and imaginary parts as real parameters (optimisers and counts see plain reals)
         self.a = nn.Parameter(torch.empty(2, self.layers, n))
         self.d = nn.Parameter(torch.empty(2, self.layers, n))
-        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
-        self._cache = CollapsedCache()
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -76,6 +70,10 @@ class StackedAFDFLinear(nn.Module):
             if self.bias is not None:
                 self.bias.zero_()
 
+    def fast_cost(self) -> int:
+        """Per vector: L layers of two complex FFTs and two complex diagonal multiplies."""
+        return self.layers * layer_cost(self.n)
+
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         """The stack on real length-N vectors (last dimension); returns the real part."""
         z = x.to(torch.complex128 if x.dtype == torch.float64 else torch.complex64)
@@ -83,39 +81,6 @@ class StackedAFDFLinear(nn.Module):
         for layer in range(self.layers):
             z = torch.fft.ifft(torch.fft.fft(z * a[layer], dim=-1, norm="ortho") * d[layer], dim=-1, norm="ortho")
         return z.real
-
-    def fast(self, x: torch.Tensor) -> torch.Tensor:
-        """The FFT path without bias: zero-pad to N, transform, keep the first out_features."""
-        z = x if x.dtype in (torch.float32, torch.float64) else x.float()
-        if self.n > self.in_features:
-            z = F.pad(z, (0, self.n - self.in_features))
-        return self.transform(z)[..., :self.out_features].to(x.dtype)
-
-    def matrix(self) -> torch.Tensor:
-        """The effective real (in_features, out_features) matrix W: the stack is x @ W (+ bias)."""
-        eye = torch.eye(self.in_features, self.n, device=self.a.device, dtype=self.a.dtype)
-        return self.transform(eye)[:, :self.out_features]
-
-    def path(self, positions: int) -> str:
-        """The path this forward takes: the counted one in eval mode, the cheaper one in training."""
-        per_position = self.layers * layer_cost(self.n)
-        if self.training:
-            return training_path(positions, self.in_features, self.out_features, per_position)
-        return eval_path(self.in_features, self.out_features, per_position)
-
-    def weight(self) -> torch.Tensor:
-        """The collapsed matrix for this forward (cached when no gradient is needed)."""
-        return collapsed_matrix(self, self._cache, self.matrix)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.path(x.numel() // max(1, x.shape[-1])) == "collapse":
-            return F.linear(x, self.weight().t().to(x.dtype), self.bias)
-        y = self.fast(x)
-        return y + self.bias if self.bias is not None else y
-
-    def count_macs(self, x: torch.Tensor) -> int:
-        """Analytic mult-adds on input ``x`` (lowrank.count): the declared per-vector figure."""
-        return x.numel() // x.shape[-1] * pointwise_cost(self.in_features, self.out_features, self.layers)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, layers={self.layers}"
@@ -129,11 +94,7 @@ class AFDFConv(SeparableConv):
         self.afdf = StackedAFDFLinear(spec.in_channels, spec.out_channels, hp, bias=spec.bias)
 
     def pointwise(self, x: torch.Tensor) -> torch.Tensor:
-        core = self.afdf
-        if core.path(x.shape[0] * x.shape[2] * x.shape[3]) == "collapse":
-            return F.conv2d(x, core.weight().t().to(x.dtype)[:, :, None, None], core.bias)
-        y = core.fast(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-        return y + core.bias[:, None, None] if core.bias is not None else y
+        return self.afdf.forward_channels(x)
 
 
 def build(spec: ConvSpec, hp: int = HP.default) -> AFDFConv:

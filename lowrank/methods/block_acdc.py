@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from ._collapsed import CollapsedCache, collapsed_matrix, eval_path, training_path
+from ._collapsed import CollapsibleLinear
 from ._common import SeparableConv, depthwise_macs, depthwise_params, pointwise_hw, require_plain
-from .acdc import SHUFFLES, riffle_permutation
+from .acdc import register_shuffle
 from .dct import dct, dct_macs, idct
 from .registry import ConvSpec, HyperParam, Method, register_method
 
@@ -49,30 +48,20 @@ def pointwise_cost(in_features: int, out_features: int, layers: int, groups: int
     return min(int(layers) * layer_cost(n, groups), in_features * out_features)
 
 
-class BlockACDCLinear(nn.Module):
+class BlockACDCLinear(CollapsibleLinear):
     """Stacked block-diagonal ACDC as an ``nn.Linear`` substitute: (..., in) -> (..., out)."""
 
     def __init__(self, in_features: int, out_features: int, layers: int = 12, *, groups: int = 4,
                  shuffle: str = "riffle", seed: int = 0, bias: bool = False) -> None:
-        super().__init__()
-        if shuffle not in SHUFFLES:
-            raise ValueError(f"shuffle must be one of {SHUFFLES}, got {shuffle!r}")
-        if layers < 1 or groups < 1:
-            raise ValueError(f"layers and groups must be >= 1, got layers={layers}, groups={groups}")
-        self.in_features, self.out_features, self.layers = in_features, out_features, int(layers)
-        self.n = n = max(in_features, out_features)
+        if groups < 1:
+            raise ValueError(f"groups must be >= 1, got groups={groups}")
+        super().__init__(in_features, out_features, layers, bias=bias)
+        n = self.n
         self.groups = effective_groups(n, groups)
         self.shuffle = shuffle
         self.a = nn.Parameter(torch.empty(self.layers, n))
         self.d = nn.Parameter(torch.empty(self.layers, n))
-        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
-        if shuffle == "random":
-            self.register_buffer("perm", torch.randperm(n, generator=torch.Generator().manual_seed(seed)))
-        elif shuffle == "riffle":
-            self.register_buffer("perm", riffle_permutation(n))
-        else:
-            self.perm = None
-        self._cache = CollapsedCache()
+        register_shuffle(self, n, shuffle, seed)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -82,6 +71,10 @@ class BlockACDCLinear(nn.Module):
             self.d.normal_(1.0, 1e-2)
             if self.bias is not None:
                 self.bias.zero_()
+
+    def fast_cost(self) -> int:
+        """Per vector: L layers of g DCTs and g inverse DCTs of length N/g and two diagonal multiplies."""
+        return self.layers * layer_cost(self.n, self.groups)
 
     def _blockwise(self, z: torch.Tensor, transform) -> torch.Tensor:
         shape = z.shape
@@ -95,40 +88,6 @@ class BlockACDCLinear(nn.Module):
             if self.perm is not None and layer < self.layers - 1:
                 z = z.index_select(-1, self.perm)
         return z
-
-    def fast(self, x: torch.Tensor) -> torch.Tensor:
-        """The transform path without bias: zero-pad to N, transform, keep the first out_features."""
-        z = x if x.dtype in (torch.float32, torch.float64) else x.float()
-        if self.n > self.in_features:
-            z = F.pad(z, (0, self.n - self.in_features))
-        return self.transform(z)[..., :self.out_features].to(x.dtype)
-
-    def matrix(self) -> torch.Tensor:
-        """The effective (in_features, out_features) matrix W: the stack is x @ W (+ bias)."""
-        eye = torch.eye(self.in_features, self.n, device=self.a.device, dtype=self.a.dtype)
-        return self.transform(eye)[:, :self.out_features]
-
-    def path(self, positions: int) -> str:
-        """The counted path in eval mode, the cheaper one for ``positions`` vectors in training."""
-        per_position = self.layers * layer_cost(self.n, self.groups)
-        if self.training:
-            return training_path(positions, self.in_features, self.out_features, per_position)
-        return eval_path(self.in_features, self.out_features, per_position)
-
-    def weight(self) -> torch.Tensor:
-        """The collapsed matrix for this forward (cached when no gradient is needed)."""
-        return collapsed_matrix(self, self._cache, self.matrix)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.path(x.numel() // max(1, x.shape[-1])) == "collapse":
-            return F.linear(x, self.weight().t().to(x.dtype), self.bias)
-        y = self.fast(x)
-        return y + self.bias if self.bias is not None else y
-
-    def count_macs(self, x: torch.Tensor) -> int:
-        """Analytic mult-adds on input ``x`` (lowrank.count): the declared per-vector figure."""
-        return x.numel() // x.shape[-1] * pointwise_cost(self.in_features, self.out_features, self.layers,
-                                                         self.groups)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, layers={self.layers}, "
@@ -144,11 +103,7 @@ class BlockACDCConv(SeparableConv):
                                     seed=seed, bias=spec.bias)
 
     def pointwise(self, x: torch.Tensor) -> torch.Tensor:
-        core = self.acdc
-        if core.path(x.shape[0] * x.shape[2] * x.shape[3]) == "collapse":
-            return F.conv2d(x, core.weight().t().to(x.dtype)[:, :, None, None], core.bias)
-        y = core.fast(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-        return y + core.bias[:, None, None] if core.bias is not None else y
+        return self.acdc.forward_channels(x)
 
 
 def build(spec: ConvSpec, hp: int = HP.default, groups: int = 4, shuffle: str = "riffle",

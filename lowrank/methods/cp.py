@@ -36,6 +36,10 @@ class CPConv(TensorPointwise):
         std = init_std(target_variance(spec), self.rank, self.dims)
         self.factors = nn.ParameterList(nn.Parameter(torch.randn(n, self.rank) * std) for n in self.sizes)
 
+    def reconstruction_macs(self) -> int:
+        """Mult-adds of one reconstruction (:func:`cp_reconstruction_macs`)."""
+        return cp_reconstruction_macs(self.spec, self.hp, self.dims)
+
     def reconstruct(self) -> torch.Tensor:
         factors = list(self.factors)
         rows = factors[0]  # Khatri-Rao product of the first d - 1 factors, then one matmul

@@ -58,6 +58,10 @@ class TTConv(TensorPointwise):
             nn.Parameter(torch.randn(self.ranks[k], n, self.ranks[k + 1]) * std) for k, n in enumerate(self.sizes)
         )
 
+    def reconstruction_macs(self) -> int:
+        """Mult-adds of one reconstruction (:func:`tt_reconstruction_macs`)."""
+        return tt_reconstruction_macs(self.spec, self.hp, self.dims)
+
     def reconstruct(self) -> torch.Tensor:
         matrix = self.cores[0].reshape(self.sizes[0], self.ranks[1])
         for core in list(self.cores)[1:]:

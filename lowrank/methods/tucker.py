@@ -58,6 +58,10 @@ class TuckerConv(TensorPointwise):
             nn.Parameter(torch.randn(n, r) * std) for n, r in zip(self.sizes, self.ranks)
         )
 
+    def reconstruction_macs(self) -> int:
+        """Mult-adds of one reconstruction (:func:`tucker_reconstruction_macs`)."""
+        return tucker_reconstruction_macs(self.spec, self.hp, self.dims)
+
     def reconstruct(self) -> torch.Tensor:
         tensor = self.core
         for k, factor in enumerate(self.factors):  # mode-k product: replace axis k (r_k) by n_k

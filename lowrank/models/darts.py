@@ -115,6 +115,8 @@ class NetworkCIFAR(nn.Module):
     Attention-transfer taps (``tap_names``): the cell just before each of the two reduction
     cells and the final cell (4C x H x W, 8C x H/2, 16C x H/4; e.g. ``cells.5``,
     ``cells.12``, ``cells.19`` for 20 layers).
+    ``training_only_modules`` names the auxiliary head: counts and budgets are of the network
+    evaluated at test time (3,349,342 parameters at C=36, 20 layers, as the paper's 3.3M).
     """
 
     def __init__(self, c: int = 36, num_classes: int = 10, layers: int = 20, auxiliary: bool = True,
@@ -147,6 +149,8 @@ class NetworkCIFAR(nn.Module):
             if i == self.aux_position:
                 c_aux = c_prev
         self.tap_names = tuple(f"cells.{i - 1}" for i in reductions) + (f"cells.{layers - 1}",)
+        # runs in training only: outside params, budgets and eval mult-adds (lowrank.count)
+        self.training_only_modules = {"auxiliary_head": "auxiliary head"} if auxiliary else {}
         if auxiliary:
             self.auxiliary_head = AuxiliaryHeadCIFAR(c_aux, num_classes)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)

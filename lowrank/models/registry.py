@@ -10,6 +10,9 @@ Conventions a model may follow (the trainer and distillation use them when prese
 - ``model.tap_names``: names of submodules whose outputs are attention-transfer taps.
 - ``model.drop_path_prob``: a float the trainer sets each epoch (drop-path schedule).
 - with an auxiliary head, ``forward`` returns ``(logits, aux_logits)`` in training mode.
+- ``model.training_only_modules``: {submodule name: label} of modules that run only in
+  training (an auxiliary head); counts, budgets and the solver use the rest, the deployable
+  network, and show these beside it (:mod:`lowrank.count`).
 """
 
 from __future__ import annotations

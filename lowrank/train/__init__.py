@@ -6,6 +6,8 @@
   evaluation.py  loss and top-1/top-5 error over a loader
   checkpoint.py  atomic saves, seeding, RNG state for exact resume
   device.py      ``train.device`` resolution, moving batches
+  shard.py       a data-parallel rank's slice of every global batch
+  parallel.py    the loop's data-parallel pieces (rank 0 writes, lockstep stop, DDP)
 
 Importing this package is cheap (no torch): the names that need torch are loaded
 on first use through ``__getattr__``.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 
 import torch
 import torch.nn as nn
@@ -11,7 +12,8 @@ from torch.utils.data import DataLoader
 
 from ..amp import Precision
 from .device import to_device
-from .stop import StopFlag
+from ..distributed import SOLO, Solo
+from .stop import StopFlag, StopRequested
 from .tally import topk_hits
 
 
@@ -32,15 +34,25 @@ def top5_error(misses: float, total: int, classes: int | None) -> float | None:
 
 
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, stop: StopFlag,
-             precision: Precision | None = None, channels_last: bool = False) -> dict[str, float]:
+             precision: Precision | None = None, channels_last: bool = False,
+             group: Solo = SOLO) -> dict[str, float]:
     """Mean cross-entropy and top-1/top-5 error (percent) of ``model`` over ``loader`` (err5 None
-    for 5 classes or fewer, see :func:`top5_error`)."""
+    for 5 classes or fewer, see :func:`top5_error`).
+
+    In a data-parallel run each rank evaluates its shard of the loader (lowrank.train.shard)
+    and the sums are added over ``group``: the same figures as one process, 1/W of the time. A
+    stop signal on any rank ends the pass on every rank (after its shard's current batch).
+    """
     model.eval()
     # sums stay on the device and are read once at the end (no host sync per batch)
-    total, loss_sum, hits, classes = 0, torch.zeros((), dtype=torch.float64, device=device), None, None
+    total, loss_sum, hits, classes = 0, torch.zeros((), dtype=torch.float64, device=device), None, 0
     autocast = precision.autocast if precision is not None else contextlib.nullcontext
+    stopped = False
     with torch.no_grad():
         for images, targets in loader:
+            if group.distributed and stop.signum is not None:
+                stopped = True  # told the others through the reduction below
+                break
             stop.check()
             images, targets = to_device(images, targets, device, channels_last)
             with autocast():
@@ -53,6 +65,15 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, stop: S
             batch_hits = topk_hits(logits, targets)
             hits = batch_hits if hits is None else hits + batch_hits
             total += len(targets)
-    loss, *hit_counts = torch.cat([loss_sum.reshape(1), hits.double()]).tolist()
-    miss1, miss5 = total - hit_counts[0], total - sum(hit_counts)
+    hit1 = hits[0].double() if hits is not None else torch.zeros((), dtype=torch.float64, device=device)
+    hit5 = hits.sum().double() if hits is not None else torch.zeros((), dtype=torch.float64, device=device)
+    sums = torch.stack([loss_sum, hit1, hit5, torch.tensor(float(total), dtype=torch.float64, device=device),
+                        torch.tensor(float(stopped), dtype=torch.float64, device=device)])
+    loss, hit1, hit5, total, stops = group.sum(sums).tolist()
+    classes = group.max_int(classes)
+    if stops:
+        stop.check()
+        raise StopRequested(signal.SIGTERM)  # another rank was stopped: this one stops with it
+    total = int(total)
+    miss1, miss5 = total - int(hit1), total - int(hit5)
     return {"loss": loss / total, "err1": 100.0 * miss1 / total, "err5": top5_error(miss5, total, classes)}

@@ -6,25 +6,30 @@ Protocol choices are config fields; the loop writes only into the run directory
 
 from __future__ import annotations
 
+import contextlib
 import math
-import os
 import time
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
 from ..amp import Precision
 from ..config import from_dict
+from ..distributed import Solo, connect, rank_seed, read_env
 from ..errors import UserError
+from ..faults import armed, fault_point
 from ..provenance import record_runtime
 from ..rundir import BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, RunDir, now_iso
 from ..trial import Pruned, TrialReporter
 from .checkpoint import atomic_save, load_checkpoint, rng_state, seed_everything, set_rng_state
 from .device import resolve_device, to_device
 from .evaluation import evaluate, top5_error
+from .parallel import LockstepStop, check_config, process_facts, rank_states, sync_buffers, wrap
 from .resident import ResidentLoader
-from .stop import StopFlag
+from .shard import ShardedBatches, check_split
+from .position import MidEpoch, Replay, window_from_dict, window_to_dict
+from .stop import StopFlag, StopRequested
 from .tally import Tally, Window, topk_hits
 
 HEARTBEAT_SECONDS = 2.0  # status.json is rewritten at most this often while training
@@ -35,51 +40,97 @@ class NonFiniteLoss(Exception):
 
 
 def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
-    """Train the run's experiment to the end; returns the summary written to status.json."""
+    """Train the run's experiment to the end; returns the summary written to status.json.
+
+    Under torchrun every rank calls this; it joins the process group (lowrank.distributed)
+    first and leaves it at the end, whatever happens. ``run`` is a rank's own view: rank 0
+    writes, the others read (lowrank.train.parallel.FollowerRun).
+    """
+    config = from_dict(run.read_config(), source=str(run.file(CONFIG_FILE)))
+    env = read_env()
+    check_config(config, env.world_size)  # before joining: every rank refuses the same config alike
+    device = resolve_device(config.train.device)
+    group = connect(env, device.type)
+    try:
+        return _train(run, resume, stop, config, group.device if group.distributed else device, group)
+    finally:
+        group.close()
+
+
+def _train(run: RunDir, resume: bool, local_stop: StopFlag, config: Any, device: torch.device,
+           group: Solo) -> dict[str, Any]:
+    """The loop itself, on this rank's ``device`` in ``group`` (lowrank.distributed.SOLO: one process).
+
+    ``stop`` is what the loop checks: the signal flag itself for one process, with W ranks a
+    collective check (LockstepStop) so every rank stops, and checkpoints, at the same step.
+    """
+    stop = LockstepStop(local_stop, group) if group.distributed else local_stop
     from ..build import build_network
     from ..data import build_datasets, describe
     from ..protocol import build_objective, drop_path_prob, make_optimizer, plan_phases
     from ..schedule import lr_multiplier
     from ..teacher import build_teacher, claimed_error
 
-    config = from_dict(run.read_config(), source=str(run.file(CONFIG_FILE)))
     train_cfg, log_cfg = config.train, config.log
-    device = resolve_device(train_cfg.device)
+    say = print if group.is_main else _quiet  # one copy of each line in output.log
     precision = Precision(train_cfg.amp, device)
     channels_last = train_cfg.channels_last in (True, "auto") and device.type == "cuda"  # a no-op on the CPU
-    seed_everything(train_cfg.seed, train_cfg.deterministic)
-    run.update_status(state="running", pid=os.getpid(), pgid=os.getpgid(0), started=now_iso(),
+    seed_everything(train_cfg.seed, train_cfg.deterministic)  # every rank alike: the same network is built
+    run.update_status(state="running", **process_facts(group), started=now_iso(),
                       heartbeat=now_iso(), device=str(device), epochs=train_cfg.epochs, error=None,
                       exit_code=None, ended=None)
-    reporter = TrialReporter.for_run(run.path)  # None unless `lowrank tune` made this run a trial (tune.json)
+    # None unless `lowrank tune` made this run a trial (tune.json); rank 0 talks to the study
+    reporter = TrialReporter.for_run(run.path) if group.is_main else None
+    is_trial = group.broadcast(reporter is not None)
     record_runtime(run)  # torch/CUDA/cuDNN versions and GPU names into status provenance
-    if log_cfg.tensorboard:  # the tensorboard package is imported only when asked for
+    if log_cfg.tensorboard and group.is_main:  # the tensorboard package is imported only when asked for
         from ..tensorboard import attach
 
         attach(run)
 
     # -- data ------------------------------------------------------------------------
+    stop.check()  # a kill during setup stops here, between stages, not only once training runs
     data = build_datasets(config.data)
     pin = config.data.pin_memory and device.type == "cuda"
     loader_generator = torch.Generator()
-    train_loader = DataLoader(data.train, batch_size=config.data.batch_size, shuffle=True, drop_last=False,
-                              num_workers=config.data.workers, pin_memory=pin, generator=loader_generator,
-                              persistent_workers=False)
     eval_bs = config.data.eval_batch_size or config.data.batch_size
-    val_loader = DataLoader(data.val, batch_size=eval_bs, num_workers=config.data.workers, pin_memory=pin)
-    test_loader = DataLoader(data.test, batch_size=eval_bs, num_workers=config.data.workers, pin_memory=pin)
+    if not group.distributed:
+        train_loader = DataLoader(data.train, batch_size=config.data.batch_size, shuffle=True, drop_last=False,
+                                  num_workers=config.data.workers, pin_memory=pin, generator=loader_generator,
+                                  persistent_workers=False)
+        val_loader = DataLoader(data.val, batch_size=eval_bs, num_workers=config.data.workers, pin_memory=pin)
+        test_loader = DataLoader(data.test, batch_size=eval_bs, num_workers=config.data.workers, pin_memory=pin)
+    else:  # this rank's slice of every global batch, drawn in the single-process order (lowrank.train.shard)
+        check_split(config.data.batch_size, group.world_size, len(data.train))
+        rank, world = group.rank, group.world_size
+
+        def sharded(dataset, sampler, batch_size, **extra):
+            batches = ShardedBatches(BatchSampler(sampler, batch_size, drop_last=False), rank, world)
+            return DataLoader(dataset, batch_sampler=batches, num_workers=config.data.workers, pin_memory=pin,
+                              worker_init_fn=_ignore_stop_signals, **extra)
+
+        train_loader = sharded(data.train, RandomSampler(data.train, generator=loader_generator),
+                               config.data.batch_size, generator=loader_generator)
+        val_loader = sharded(data.val, SequentialSampler(data.val), eval_bs)
+        test_loader = sharded(data.test, SequentialSampler(data.test), eval_bs)
     if config.data.device is not None:  # the dataset on the device, batches gathered and augmented there
         if torch.device(config.data.device).type != device.type:
             raise UserError(f"data.device is {config.data.device} but the run trains on {device}",
                             key="data.device", hint=f"set data.device={device.type} or leave it unset")
+        shard = (group.rank, group.world_size)
         train_loader = ResidentLoader(data.train, config.data.batch_size, device, shuffle=True,
-                                      generator=loader_generator, augment=config.data.augment)
-        val_loader = ResidentLoader(data.val, eval_bs, device)
-        test_loader = ResidentLoader(data.test, eval_bs, device)
+                                      generator=loader_generator, augment=config.data.augment, shard=shard)
+        val_loader = ResidentLoader(data.val, eval_bs, device, shard=shard)
+        test_loader = ResidentLoader(data.test, eval_bs, device, shard=shard)
 
     # -- network, teacher, objective, phases ---------------------------------------------
+    stop.check()
     net = build_network(config, data.num_classes, data.input_shape, device=device)
     model = net.model.to(memory_format=torch.channels_last) if channels_last else net.model
+    if train_cfg.sync_bn and group.distributed:  # before any hook or optimiser sees the BatchNorm layers
+        from ..sync_bn import convert
+
+        model = convert(model, device.type)
     bayes = None
     if config.bayes is not None:  # Bayesian layers before the teacher's hooks, the optimiser and any resume
         from ..bayes.hook import attach
@@ -96,21 +147,24 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
         claimed = claimed_error(teacher_path)  # what the teacher's own run reported, if it is one of ours
         teacher_facts = {"teacher_checkpoint": str(teacher_path), "teacher_claimed_err1": claimed}
         if config.teacher.verify:
-            measured = evaluate(teacher, test_loader, device, stop, precision, channels_last)
+            measured = evaluate(teacher, test_loader, device, local_stop, precision, channels_last, group)
             teacher_facts.update(teacher_err1=measured["err1"], teacher_err5=measured["err5"])
             run.append_metric({"event": "teacher", "split": "test", "checkpoint": str(teacher_path),
                                "claimed_err1": claimed, **measured})
-            print(f"teacher {teacher_path}: test err {measured['err1']:.2f}%"
+            say(f"teacher {teacher_path}: test err {measured['err1']:.2f}%"
                   + (f" (top-5 {measured['err5']:.2f}%)" if measured["err5"] is not None else "")
                   + (f"; its run reported {claimed:.2f}%" if claimed is not None else ""), flush=True)
         run.update_status(**teacher_facts)
+    stop.check()
     objective = build_objective(config, model, teacher, data.input_shape, device)
     if bayes is not None:
         objective = bayes.wrap(objective)  # + kl_weight * KL / N (N training examples)
     phases = plan_phases(config)
     steps_per_epoch = len(train_loader)
 
-    start_epoch, best_err1, best_epoch, train_seconds, state = 0, math.inf, None, 0.0, None
+    if group.rank:  # each rank's own augmentation/dropout draws (rank 0 keeps the single-process stream)
+        seed_everything(rank_seed(train_cfg.seed, group.rank), train_cfg.deterministic)
+    start_epoch, best_err1, best_epoch, train_seconds, state, mid = 0, math.inf, None, 0.0, None, None
     if resume and run.file(CHECKPOINT_FILE).exists():
         state = load_checkpoint(run.file(CHECKPOINT_FILE), map_location=device)  # weights only, never code
         model.load_state_dict(state["model"])
@@ -118,28 +172,45 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
         precision.load_state_dict(state.get("scaler", {}))
         start_epoch, best_err1, best_epoch = state["epoch"], state["best_err1"], state["best_epoch"]
         train_seconds = state.get("train_seconds", 0.0)
+        state = rank_states(state, group, say)  # with W ranks: this rank's own RNG states
         set_rng_state(state["rng"])
+        mid = MidEpoch.from_checkpoint(state)  # stopped inside an epoch: continue at that step
     elif resume:
-        print("no checkpoint to resume from: starting from epoch 0", flush=True)
+        say("no checkpoint to resume from: starting from epoch 0", flush=True)
 
     facts = net.summary()
-    run.update_status(**{k: facts[k] for k in ("params", "macs", "dense_params", "dense_macs", "method", "hp")},
+    run.update_status(**{k: facts[k] for k in ("params", "macs", "dense_params", "dense_macs", "method", "hp",
+                                                  "training_only_params")},
                       epoch=start_epoch, steps_per_epoch=steps_per_epoch, val_is_test=data.val_is_test)
     run.append_metric({"event": "start", "epoch": start_epoch, "resumed": bool(resume and start_epoch),
                        "device": str(device), "data": describe(data), "amp": precision.mode,
                        "channels_last": channels_last,
                        "phases": [{"name": p.name, "epochs": p.epochs} for p in phases], **facts})
-    print(f"{config.name}: {net.params:,} params ({net.params / net.dense_params:.3f} of dense), "
+    say(f"{config.name}: {net.params:,} params ({net.params / net.dense_params:.3f} of dense), "
           f"{net.macs:,} mult-adds, device {device}, {len(data.train)} training images", flush=True)
 
-    # a compiled student for the forward passes; `model` stays the plain module (state dicts, hooks)
-    step_model = torch.compile(model) if train_cfg.compile else model
+    # a compiled student for the forward passes; `model` stays the plain module (state dicts, hooks);
+    # with W ranks the student trains inside DistributedDataParallel and evaluates unwrapped (its
+    # shards differ in length, so a forward must not be a collective)
+    ddp = wrap(model, group, device, train_cfg.aux_weight) if group.distributed else None
+    step_model = torch.compile(ddp or model) if train_cfg.compile else (ddp or model)
+    eval_model = (torch.compile(model) if train_cfg.compile else model) if ddp is not None else step_model
+    poisoned = group.distributed and armed(f"nan-loss@rank{group.rank}")  # tests only (lowrank.faults)
+    train_size, global_batch = len(data.train), config.data.batch_size
     accumulate = train_cfg.accumulate
     best_pending: dict[str, Any] | None = None  # best.pt content not yet on disk (written with checkpoints)
 
-    def save_checkpoint(epoch_done: int, phase_index: int) -> None:
-        """best.pt (if a better model is pending), then checkpoint.pt, both atomically."""
+    def save_checkpoint(epoch_done: int, phase_index: int, position: MidEpoch | None = None,
+                        rng: dict[str, Any] | None = None) -> None:
+        """best.pt (if a better model is pending), then checkpoint.pt, both atomically;
+        ``position``: a stop inside epoch ``epoch_done + 1`` (see lowrank.train.position).
+        With W ranks (all call this) rank 0 writes, with every rank's RNG states gathered in."""
         nonlocal best_pending
+        rng = rng if rng is not None else rng_state()
+        ranks = group.gather((rng, position.epoch_rng if position is not None else None)) \
+            if group.distributed else None
+        if not group.is_main:
+            return
         if best_pending is not None:
             atomic_save(best_pending, run.file(BEST_FILE))
             best_pending = None
@@ -147,7 +218,10 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
                      "scheduler": scheduler.state_dict(), "epoch": epoch_done, "phase": phase_index,
                      "objective": objective.state_dict(), "scaler": precision.state_dict(),
                      "best_err1": best_err1, "best_epoch": best_epoch, "train_seconds": train_seconds,
-                     "rng": rng_state(), "config": config.to_dict()}, run.file(CHECKPOINT_FILE))
+                     "rng": rng, "config": config.to_dict(),
+                     "mid_epoch": position.to_checkpoint() if position is not None else None,
+                     **({"rng_ranks": [r for r, _ in ranks], "epoch_rng_ranks": [e for _, e in ranks]}
+                        if ranks else {})}, run.file(CHECKPOINT_FILE))
 
     last_status = time.monotonic()
     val_metrics: dict[str, float] = {}
@@ -160,7 +234,8 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
         optimizer = make_optimizer(config, phase, model, extra)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step, p=phase: lr_multiplier(p.schedule, step / steps_per_epoch, p.epochs))
-        if state is not None and start_epoch > phase.start:  # resuming inside this phase
+        inside = start_epoch > phase.start or (mid is not None and phase.start <= mid.epoch < phase.end)
+        if state is not None and inside:  # resuming inside this phase
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
         stage = {"stage": phase.name} if config.imitation is not None else {}
@@ -170,10 +245,17 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
             if hasattr(model, "drop_path_prob"):
                 model.drop_path_prob = drop_path_prob(train_cfg.drop_path_max, epoch, train_cfg.epochs)
             loader_generator.manual_seed(train_cfg.seed * 1_000_003 + epoch)  # per-epoch order: resume-exact
-            epoch_start = time.perf_counter()
-            totals, tally, window_first, window_start = Window(), Tally(), 0, time.perf_counter()
+            replay = Replay(mid) if mid is not None and epoch == mid.epoch else None
+            if replay is not None:
+                replay.begin_epoch()  # the RNG as it was when this epoch began
+            epoch_rng = rng_state()  # kept for a stop inside this epoch
+            epoch_start = time.perf_counter() - (replay.mid.seconds if replay is not None else 0.0)
+            totals = window_from_dict(replay.mid.totals) if replay is not None else Window()
+            tally, window_first, window_start = Tally(), 0, time.perf_counter()
             for batch, (images, targets) in enumerate(train_loader):
-                stop.check()
+                if replay is not None and replay.skip(batch):
+                    window_first = batch + 1
+                    continue  # trained before the stop: loaded again (same draws), not trained on
                 images, targets = to_device(images, targets, device, channels_last)
 
                 # -- forward/backward per micro-batch, one optimizer step -----------------
@@ -183,19 +265,28 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
                 if bayes is not None:
                     bayes.begin_step(epoch + batch / steps_per_epoch)  # KL warm-up
                 count = len(targets)
-                chunks = zip(images.chunk(accumulate), targets.chunk(accumulate)) if accumulate > 1 \
-                    else ((images, targets),)
+                chunks = list(zip(images.chunk(accumulate), targets.chunk(accumulate))) if accumulate > 1 \
+                    else [(images, targets)]
+                # with W ranks: DDP averages the W ranks' gradients, so this rank's mean loss is weighted
+                # by count * W / (the global batch's size): the gradient is the global batch's mean
+                scale = 1.0 if ddp is None else count * group.world_size / min(global_batch,
+                                                                               train_size - batch * global_batch)
                 step_loss, step_hits, step_parts = None, None, {}
-                for chunk_images, chunk_targets in chunks:
-                    with precision.autocast():
-                        loss, logits, parts = objective(step_model, chunk_images, chunk_targets, phase)
-                    hits = topk_hits(logits, chunk_targets)
-                    if accumulate == 1:
-                        precision.backward(loss)
-                        step_loss, step_hits, step_parts = loss.detach(), hits, parts
-                        continue
-                    share = len(chunk_targets) / count
-                    precision.backward(loss * share)
+                for index, (chunk_images, chunk_targets) in enumerate(chunks):
+                    # accumulation micro-steps keep their gradients local; the last one all-reduces
+                    local = ddp.no_sync() if ddp is not None and index < len(chunks) - 1 else contextlib.nullcontext()
+                    with local:
+                        with precision.autocast():
+                            loss, logits, parts = objective(step_model, chunk_images, chunk_targets, phase)
+                        if poisoned and batch >= 2:
+                            loss = loss * float("nan")
+                        hits = topk_hits(logits, chunk_targets)
+                        if accumulate == 1:
+                            precision.backward(loss if scale == 1.0 else loss * scale)
+                            step_loss, step_hits, step_parts = loss.detach(), hits, parts
+                            continue
+                        share = len(chunk_targets) / count
+                        precision.backward(loss * (share * scale))
                     loss = loss.detach() * share
                     step_loss = loss if step_loss is None else step_loss + loss
                     step_hits = hits if step_hits is None else step_hits + hits
@@ -209,7 +300,7 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
 
                 # -- progress: one device read per logging step ---------------------------
                 if (batch + 1) % log_cfg.step_every == 0 or batch + 1 == steps_per_epoch:
-                    window = tally.read()
+                    window = tally.read(group.sum if group.distributed else None)  # global figures
                     if window.bad_step is not None:  # a NaN/inf loss stops the run here (notes, Dec 2017)
                         bad = window_first + window.bad_step
                         global_step = epoch * steps_per_epoch + bad
@@ -230,6 +321,19 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
                         run.update_status(heartbeat=now_iso())
                         last_status = time.monotonic()
 
+                # -- a stop signal: checkpoint at this step boundary, then end (resume continues here)
+                if stop.requested():  # with W ranks: agreed by all, so all checkpoint here together
+                    window = tally.read(group.sum if group.distributed else None)
+                    if window.bad_step is None:  # never checkpoint a diverged step
+                        totals.add(window)
+                        save_checkpoint(epoch, phase.index, MidEpoch(
+                            epoch, batch + 1, window_to_dict(totals), epoch_rng, {},
+                            seconds=time.perf_counter() - epoch_start))
+                        fault_point("worker-stop-checkpoint")
+                    stop.check()
+            if replay is not None:
+                replay.finish()  # every batch of the epoch was trained before the stop
+
             epoch_seconds = time.perf_counter() - epoch_start
             train_seconds += epoch_seconds
             seen = totals.seen
@@ -240,9 +344,10 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
                 extras["drop_path_prob"] = model.drop_path_prob
             if bayes is not None:  # KL, groups kept per layer, weights kept, the two factors
                 extras.update(bayes.epoch_metrics())
-            run.append_metric({"event": "epoch", "epoch": epoch + 1, "split": "train", **stage, **train_metrics,
-                               **extras, "lr": scheduler.get_last_lr()[0], "throughput": seen / epoch_seconds,
-                               "seconds": epoch_seconds})
+            if replay is None or not replay.mid.epoch_logged:
+                run.append_metric({"event": "epoch", "epoch": epoch + 1, "split": "train", **stage, **train_metrics,
+                                   **extras, "lr": scheduler.get_last_lr()[0], "throughput": seen / epoch_seconds,
+                                   "seconds": epoch_seconds})
 
             # -- evaluate and checkpoint -------------------------------------------------
             last_epoch = epoch + 1 == train_cfg.epochs
@@ -251,7 +356,17 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
                     f"train loss {train_metrics['loss']:.4f} err {train_metrics['err1']:.2f}%")
             evaluated = (epoch + 1) % log_cfg.eval_every == 0 or last_epoch
             if evaluated:
-                val_metrics = evaluate(step_model, val_loader, device, stop, precision, channels_last)
+                before_eval = rng_state()  # iterating a loader draws its worker seed from the global RNG
+                sync_buffers(model, group)  # rank 0's BatchNorm statistics on every rank
+                try:
+                    # with W ranks a stop in here ends every rank's pass together (evaluate reduces it)
+                    val_metrics = evaluate(eval_model, val_loader, device, local_stop, precision, channels_last,
+                                           group)
+                except StopRequested:  # stopped in the epoch's evaluation: resume re-evaluates it
+                    save_checkpoint(epoch, phase.index, MidEpoch(
+                        epoch, steps_per_epoch, window_to_dict(totals), epoch_rng, {}, epoch_logged=True,
+                        seconds=epoch_seconds), rng=before_eval)
+                    raise
                 # durable before the checkpoint that records its outcome (best_err1)
                 run.append_metric({"event": "eval", "epoch": epoch + 1, "split": "val", **stage, **val_metrics},
                                   sync=checkpoint_due)
@@ -260,11 +375,11 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
                     best_err1, best_epoch = val_metrics["err1"], epoch + 1
                     # kept in memory and written with the next checkpoint (one save per checkpoint,
                     # and best.pt always agrees with the best_err1 that checkpoint.pt resumes with)
-                    best_pending = {"model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+                    best_pending = None if not group.is_main else {"model": {k: v.detach().clone() for k, v in model.state_dict().items()},
                                     "epoch": epoch + 1, "val": val_metrics, "config": config.to_dict()}
             if checkpoint_due:
                 save_checkpoint(epoch + 1, phase.index)
-            print(f"{line} | {seen / epoch_seconds:.0f} img/s", flush=True)
+            say(f"{line} | {seen / epoch_seconds:.0f} img/s", flush=True)
             # status.json is rewritten at most every HEARTBEAT_SECONDS (and at the last epoch)
             if last_epoch or time.monotonic() - last_status > HEARTBEAT_SECONDS:
                 run.update_status(epoch=epoch + 1, heartbeat=now_iso(), last_loss=train_metrics["loss"],
@@ -272,9 +387,17 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
                                   best_val_err1=None if math.isinf(best_err1) else best_err1, **stage)
                 last_status = time.monotonic()
             # -- a trial: report this evaluation; the pruner may stop the run here ---------------
-            if reporter is not None and evaluated:
+            if is_trial and evaluated:
+                decision = None  # rank 0 asks the study; every rank follows its answer
+                if reporter is not None:
+                    try:
+                        reporter.report(epoch + 1, val_metrics, best_err1, may_prune=not last_epoch)
+                    except Pruned as told:
+                        decision = (told.epoch, told.value)
+                decision = group.broadcast(decision)
                 try:
-                    reporter.report(epoch + 1, val_metrics, best_err1, may_prune=not last_epoch)
+                    if decision is not None:
+                        raise Pruned(*decision)
                 except Pruned as pruned:
                     if not checkpoint_due:
                         save_checkpoint(epoch + 1, phase.index)  # a clean epoch boundary: resumable
@@ -291,10 +414,11 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
     if bayes is not None:  # unmasked/pruned/quantised errors, pruned.pt, bayes.json; leaves the model masked
         bayes_facts = bayes.finish(
             run.path, run.home, config.to_dict(), train_cfg.seed,
-            lambda m: evaluate(m, test_loader, device, stop, precision, channels_last), test_loader,
+            lambda m: evaluate(m, test_loader, device, local_stop, precision, channels_last), test_loader,
             lambda images, targets: to_device(images, targets, device, channels_last))
         run.append_metric({"event": "bayes", "epoch": train_cfg.epochs, "split": "test", **bayes_facts})
-    test_metrics = evaluate(step_model, test_loader, device, stop, precision, channels_last)
+    sync_buffers(model, group)
+    test_metrics = evaluate(eval_model, test_loader, device, local_stop, precision, channels_last, group)
     run.append_metric({"event": "test", "epoch": train_cfg.epochs, "split": "test", **test_metrics})
     summary = {"params": net.params, "macs": net.macs, "dense_params": net.dense_params,
                "dense_macs": net.dense_macs, "method": net.method, "hp": net.hp,
@@ -305,3 +429,17 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
                "test_loss": test_metrics["loss"], "train_seconds": train_seconds, "val_is_test": data.val_is_test,
                **teacher_facts, **bayes_facts}
     return summary
+
+
+def _quiet(*args: Any, **kwargs: Any) -> None:
+    """``print`` on ranks other than 0: their lines would repeat rank 0's in output.log."""
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers of a data-parallel rank ignore SIGTERM/SIGINT: torchrun signals each rank's
+    whole process group, and a worker that died of it would turn the rank's clean stop into a
+    crash; they exit when the rank shuts its loader down (or dies)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import Subset
 
 from ..errors import UserError
+from .shard import shard_bounds
 
 
 def resident_tensors(dataset: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,8 +91,10 @@ class ResidentLoader:
     """Batches of a device-resident dataset; iterating it is one epoch (like a DataLoader)."""
 
     def __init__(self, dataset: Any, batch_size: int, device: torch.device, shuffle: bool = False,
-                 generator: torch.Generator | None = None, augment: Any = None) -> None:
+                 generator: torch.Generator | None = None, augment: Any = None,
+                 shard: tuple[int, int] = (0, 1)) -> None:
         self.images, self.labels = resident_tensors(dataset, device)
+        self.rank, self.world = shard  # a data-parallel rank keeps its slice of each global batch
         self.batch_size, self.device, self.shuffle = batch_size, device, shuffle
         self.generator, self.augment = generator, augment
         self.device_generator = torch.Generator(device=device)
@@ -114,6 +117,11 @@ class ResidentLoader:
         for start in range(0, count, self.batch_size):
             index = order[start:start + self.batch_size]
             images = self.images[index]
-            if augmenting:
+            if augmenting:  # the whole global batch, as one process would: the same crops on W ranks
                 images = augment_batch(images, self.augment, self.device_generator)
+            if self.world > 1:
+                first, stop = shard_bounds(len(index), self.rank, self.world)
+                if first == stop:
+                    continue
+                images, index = images[first:stop], index[first:stop]
             yield images, self.labels[index]

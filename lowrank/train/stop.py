@@ -1,4 +1,5 @@
-"""Stopping the worker cleanly: SIGTERM/SIGINT set a flag that the loop checks once per step.
+"""Stopping the worker cleanly: SIGTERM/SIGINT set a flag that the loop checks once per step
+(and between setup stages); at a step it writes a mid-epoch checkpoint first (lowrank.train.position).
 
 No torch here, so the console (and tests) can import the stop types cheaply.
 """
@@ -27,10 +28,14 @@ class StopFlag:
         if self.signum is None:
             self.signum = signum
 
+    def requested(self) -> bool:
+        """Whether a stop signal has arrived (the training loop then checkpoints before stopping)."""
+        return self.signum is not None
+
     def check(self) -> None:
         """Raise :class:`StopRequested` if a stop signal has arrived since the flag was made."""
-        if self.signum is not None:
-            raise StopRequested(self.signum)
+        if self.requested():
+            raise StopRequested(self.signum if self.signum is not None else signal.SIGTERM)
 
 
 _StopFlag = StopFlag  # the name the worker's tests have always imported

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -69,29 +70,40 @@ class Tally:
     def __len__(self) -> int:
         return len(self._counts)
 
-    def read(self) -> Window:
-        """Move the recorded steps to the host in one transfer and reset."""
+    def read(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Window:
+        """Move the recorded steps to the host in one transfer and reset.
+
+        ``reduce`` sums the figures over the ranks of a data-parallel run (one all-reduce of one
+        vector per read); then the window is the global batch's, on every rank, and a loss that is
+        not finite on any rank is not finite in the sum, so every rank stops at the same step.
+        """
         if not self._counts:
             return Window()
-        losses = torch.stack([loss.reshape(()).double() for loss in self._losses])
+        counts = torch.tensor(self._counts, dtype=torch.float64, device=self._losses[0].device)
+        weighted = torch.stack([loss.reshape(()).double() for loss in self._losses]) * counts  # loss sums
         hits = torch.stack(self._hits).sum(0)
-        n = len(losses)
+        n = len(weighted)
         parts_keys = list(self._parts)
-        # one device->host copy of everything: losses, hit counts, then each part's values
-        flat = torch.cat([losses, hits.double().reshape(-1),
-                          *[torch.stack([v.reshape(()).double() for v in self._parts[key]]) for key in parts_keys]]).tolist()
-        step_losses, hit_counts = flat[:n], flat[n:n + hits.numel()]
-        seen = sum(self._counts)
-        window = Window(seen=seen, loss_sum=sum(l * c for l, c in zip(step_losses, self._counts)),
-                        miss1=seen - int(hit_counts[0]), miss5=seen - int(sum(hit_counts)))
-        offset = n + hits.numel()
+        part_sums = [torch.stack([v.reshape(()).double() for v in self._parts[key]]).to(counts.device)
+                     * torch.tensor(self._part_counts[key], dtype=torch.float64, device=counts.device)
+                     for key in parts_keys]
+        flat = torch.cat([weighted, counts, hits.double().reshape(-1), *part_sums])
+        if reduce is not None:
+            flat = reduce(flat)
+        # one device->host copy of everything: loss sums and counts per step, hit counts, part sums
+        flat = flat.tolist()
+        step_sums, step_counts, hit_counts = flat[:n], flat[n:2 * n], flat[2 * n:2 * n + hits.numel()]
+        seen = int(sum(step_counts))
+        window = Window(seen=seen, loss_sum=sum(step_sums), miss1=seen - int(hit_counts[0]),
+                        miss5=seen - int(sum(hit_counts)))
+        offset = 2 * n + hits.numel()
         for key in parts_keys:
             values = flat[offset:offset + len(self._parts[key])]
             offset += len(values)
-            window.parts[key] = sum(v * c for v, c in zip(values, self._part_counts[key]))
-        for index, value in enumerate(step_losses):
+            window.parts[key] = sum(values)
+        for index, (value, count) in enumerate(zip(step_sums, step_counts)):
             if not math.isfinite(value):
-                window.bad_step, window.bad_loss = index, value
+                window.bad_step, window.bad_loss = index, value / count
                 break
         self.__init__()
         return window

@@ -6,6 +6,9 @@ in the run directory (status.json, metrics.jsonl, a results.csv row).
 Exit codes: 0 finished, 1 failed (error summary in status.json), 128+signal when
 stopped by SIGTERM/SIGINT (state ``killed``) or by the preemption signal.
 
+Under torchrun (``resources.nproc`` > 1) every rank runs this; rank 0 alone records how the
+run ended, the others only exit with the same code (lowrank.distributed, lowrank.train.parallel).
+
 ``LOWRANK_PREEMPT_SIGNAL`` (e.g. ``USR2``; set by the Slurm backend for the signal Slurm
 sends before the time limit or a preemption) stops the worker the same way at the next
 step, but it is not a kill: the run keeps its non-final state, the end event says
@@ -21,6 +24,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from ..distributed import read_env
 from ..errors import UserError
 from ..faults import fault_point
 from ..results import write_result
@@ -43,6 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     if not run.file(CONFIG_FILE).exists():
         print(f"error: {run.file(CONFIG_FILE)} not found: not a run directory", file=sys.stderr)
         return 2
+    try:
+        env = read_env()
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if not env.is_main:  # rank 0 writes the run directory; this rank only reads it
+        from .parallel import FollowerRun
+
+        return _follower(FollowerRun(run), args.resume, env.rank)
 
     stop = StopFlag()
     signal.signal(signal.SIGTERM, stop)
@@ -96,6 +109,32 @@ def _preempt_signal() -> int | None:
     if not name:
         return None
     return int(getattr(signal, name if name.startswith("SIG") else f"SIG{name}"))
+
+
+def _follower(run, resume: bool, rank: int) -> int:
+    """A rank other than 0: train in step with the others, exit as they do, write nothing."""
+    stop = StopFlag()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    preempt = _preempt_signal()
+    if preempt is not None:  # Slurm signals every task of the job step: a stop, not a death
+        signal.signal(preempt, stop)
+    from .loop import NonFiniteLoss, train
+
+    try:
+        train(run, resume, stop)
+    except StopRequested as stopped:
+        return 128 + stopped.signum
+    except Pruned:
+        return 0
+    except (NonFiniteLoss, UserError) as error:
+        print(f"rank {rank} failed: {error}", file=sys.stderr, flush=True)
+        return 1
+    except BaseException:  # noqa: BLE001 -- the traceback goes to output.log, rank 0 records the end
+        print(f"rank {rank} crashed:", file=sys.stderr, flush=True)
+        traceback.print_exc()
+        return 1
+    return 0
 
 
 def _pruned(run: RunDir, pruned: Pruned) -> int:

@@ -87,3 +87,43 @@ def test_ctrl_c_stops_a_foreground_run_cleanly(home, tmp_path):
     assert "killed" in out
     assert not psutil.pid_exists(worker_pid) or psutil.Process(worker_pid).status() == psutil.STATUS_ZOMBIE
     assert run.read_metrics()[-1]["event"] == "end"
+
+
+DARTS = REPO / "presets"
+
+
+def test_count_darts_reports_the_deployable_network_with_the_auxiliary_head_apart(home, tmp_path):
+    result = lowrank("count", str(DARTS / "darts_teacher.yaml"), "--json", "--train", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["params"] == data["dense_params"] == 3_349_342  # the DARTS paper's 3.3M
+    assert data["training_only_params"] == 476_426
+    assert data["training_only"] == [{"module": "auxiliary_head", "label": "auxiliary head", "params": 476_426}]
+    assert sum(r["params"] for r in data["layers"] if not r["training_only"]) == 3_349_342
+    assert data["train"]["batch_size"] == 96
+    assert data["train"]["training_only_macs"][0]["macs"] == 695_808
+    assert data["train"]["macs"] == data["macs"] + 695_808  # dense: training adds only the head
+
+
+def test_count_darts_student_budget_is_of_the_deployable_network(home, tmp_path):
+    result = lowrank("count", str(DARTS / "darts_student.yaml"), "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["dense_params"] == 3_349_342 and data["budget_target"] == round(0.25 * 3_349_342)
+    assert abs(data["params"] - data["budget_target"]) / data["budget_target"] < 1e-3
+    assert data["training_only_params"] == 476_426  # the head stays dense (skip rule), outside the budget
+
+
+def test_count_table_is_a_depth_summary_unless_asked_for_layers(home, tmp_path):
+    preset = str(DARTS / "darts_teacher.yaml")
+    summary = lowrank("count", preset, cwd=tmp_path)
+    assert summary.returncode == 0, summary.stderr
+    assert "3,349,342 (+476,426 auxiliary head, training only)" in " ".join(summary.stdout.split())
+    assert "cells.19" in summary.stdout and "cells.19.preprocess0" not in summary.stdout
+    assert summary.stdout.count("\n") < 60  # 25 summary rows, not 500+
+    full = lowrank("count", preset, "--layers", "--train", cwd=tmp_path)
+    assert full.returncode == 0, full.stderr
+    assert full.stdout.count("\n") > 500 and "cells.19.preprocess0" in full.stdout
+    assert "incl. 695,808 auxiliary head" in " ".join(full.stdout.split())  # rich wraps at 80 columns
+    shallow = lowrank("count", preset, "--depth", "1", cwd=tmp_path)
+    assert shallow.returncode == 0 and "cells.19" not in shallow.stdout and "cells " in shallow.stdout

@@ -76,3 +76,39 @@ def test_an_uninterrupted_worker_writes_its_row_once(home):
 def test_a_fault_point_not_named_does_nothing(home):
     run = make_run(home)
     assert run_worker(run, "some-other-point") == 0
+
+
+def test_a_worker_killed_right_after_its_stop_checkpoint_still_resumes_exactly(home):
+    """SIGTERM mid-epoch; the worker writes its stop checkpoint and is SIGKILLed before it can
+    record `killed` (LOWRANK_FAULT=worker-stop-checkpoint). The checkpoint is durable before any
+    state claims it: ls marks the run ended, and --resume finishes it as if never stopped."""
+    import time
+
+    from console.runs import RunStore, relaunch
+    from lowrank.train import main
+
+    overrides = ["train.epochs=3", "log.checkpoint_every=100", "log.step_every=1",
+                 "data.kwargs={num_classes: 4, channels: 1, image_size: 8, num_train: 256, num_val: 16, "
+                 "num_test: 16}"]
+    reference = make_run(home, overrides)
+    assert main([str(reference.path)]) == 0
+    run = make_run(home, overrides)
+    env = dict(os.environ, PYTHONPATH=str(REPO), LOWRANK_FAULT="worker-stop-checkpoint")
+    with open(run.file("output.log"), "ab") as log:
+        worker = subprocess.Popen([sys.executable, "-m", "lowrank.train", str(run.path)], env=env, stdout=log,
+                                  stderr=subprocess.STDOUT, cwd=REPO)
+    deadline = time.monotonic() + 120
+    while not any(r.get("event") == "step" and r.get("epoch") == 2 for r in run.read_metrics()):
+        assert worker.poll() is None and time.monotonic() < deadline, "the worker never reached epoch 2"
+        time.sleep(0.02)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(60) == -signal.SIGKILL  # died at the fault point, after the checkpoint
+    assert run.read_status()["state"] == "running"  # nothing recorded the end
+    assert {item.run_id: item for item in RunStore(home).list()}[run.run_id].state == "failed"
+    relaunch(run, resume=True)
+    assert main([str(run.path), "--resume"]) == 0
+    def final(r: RunDir) -> tuple:
+        test = [m for m in r.read_metrics() if m.get("event") == "test"][-1]
+        return test["loss"], test["err1"], r.read_status()["best_val_err1"]
+
+    assert final(run) == final(reference)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import psutil
@@ -99,14 +100,30 @@ def test_reconcile_leaves_a_final_state_written_meanwhile(home):
 
 
 def test_reconcile_keeps_live_worker(home):
-    proc = subprocess.Popen(["sleep", "30"])
+    run_id = "20240101-000000-alive-0001"
+    proc = subprocess.Popen(["sleep", "30"], env={**os.environ, "LOWRANK_RUN_ID": run_id})  # as launched
     try:
-        run = make(home, "alive", "20240101-000000-alive-0001", state="running", pid=proc.pid,
+        run = make(home, "alive", run_id, state="running", pid=proc.pid,
                    create_time=psutil.Process(proc.pid).create_time())
         assert reconcile(run)["state"] == "running"
         assert RunStore(home).pid_map().get(proc.pid) == run.run_id
-        # the same pid with another create time is a different process: the worker is gone
+        # the same pid with another create time is not the recorded worker, but a process of the
+        # run still lives (it carries the run's id): not dead (a clock step looks just like this)
         run.update_status(create_time=psutil.Process(proc.pid).create_time() - 50)
+        assert reconcile(run)["state"] == "running"
+    finally:
+        proc.kill()
+        proc.wait()
+    assert reconcile(run)["state"] == "failed"  # now nothing of the run is left
+
+
+def test_reconcile_ignores_a_live_pid_that_is_not_the_runs(home):
+    """The recorded pid and start time name a live process that is not this run's worker
+    (no LOWRANK_RUN_ID, no run id on its command line): the worker is gone."""
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        run = make(home, "other", "20240101-000000-other-0001", state="running", pid=proc.pid,
+                   create_time=psutil.Process(proc.pid).create_time())
         assert reconcile(run)["state"] == "failed"
     finally:
         proc.kill()

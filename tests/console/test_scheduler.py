@@ -266,3 +266,12 @@ def test_unstartable_run_is_failed_with_reason(fake):
     status = run.read_status()
     assert status["state"] == "failed" and "no usable GPU" in status["error"]
     assert not status.get("pid")  # nothing was launched
+
+
+def test_every_resources_key_of_the_schema_is_accepted():
+    """config.yaml always holds the whole resources section as the schema dumps it: a key the
+    schema has but placement does not know (nproc, backend) must not refuse every run."""
+    from lowrank.config import ExperimentConfig
+
+    resources = ExperimentConfig().to_dict()["resources"]
+    assert Requirement.from_dict(resources) == Requirement()

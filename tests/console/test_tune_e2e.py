@@ -66,10 +66,12 @@ def test_hyperband_study_in_parallel_show_and_resume(env, home, tmp_path):
         config = run.read_config()
         assert config["train"]["lr"] == pytest.approx(status["tune_params"]["train.lr"])
         assert config["train"]["weight_decay"] == pytest.approx(status["tune_params"]["train.weight_decay"])
-    # two trials were in flight at once: their runs overlapped in time. status.json's started/ended
-    # are whole seconds (a tiny trial can start and end within one), so use the metric lines' float times.
-    spans = sorted((min(times), max(times)) for times in
-                   ([record["time"] for record in run.read_metrics()] for run in runs))
+    # two trials were in flight at once: a worker process was started before another had ended.
+    # status.json's started/ended are whole seconds, and the training itself lasts milliseconds
+    # here (the worker's life is mostly its imports), so a span is from the worker process's
+    # creation (create_time, float, recorded by the launcher) to its last metric line.
+    spans = sorted((run.read_status()["create_time"], max(record["time"] for record in run.read_metrics()))
+                   for run in runs)
     assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:])), spans
 
     report = json.loads(cli("tune", "show", "last", "--json", env=env).stdout)

@@ -163,3 +163,92 @@ def test_stacked_acdc_linear_counts_its_analytic_mult_adds():
     assert acdc_row.macs == pointwise_cost(64, 32, 4) == min(4 * (2 * 64 * 6 + 2 * 64), 64 * 32) == 2048
     assert report.macs == 2048 + 32 * 10
     assert acdc_row.params == 2 * 4 * 64
+
+
+def darts_reference_params(model: nn.Module) -> int:
+    """The DARTS code's count_parameters_in_MB (x 1e6): every parameter whose name lacks 'auxiliary'."""
+    return sum(math.prod(v.size()) for name, v in model.named_parameters() if "auxiliary" not in name)
+
+
+def test_darts_counts_the_deployable_network_and_the_auxiliary_head_apart():
+    with torch.device("meta"):
+        model = create_model("darts")
+    report = count_model(model, (3, 32, 32))
+    assert report.params == darts_reference_params(model) == 3_349_342
+    assert report.training_only_params == sum(p.numel() for p in model.auxiliary_head.parameters()) == 476_426
+    assert report.training_only == [{"module": "auxiliary_head", "label": "auxiliary head", "params": 476_426}]
+    assert sum(r.params for r in report.layers if not r.training_only) == report.params
+    assert report.macs == flop_counter_macs(model, (3, 32, 32), device="meta")  # eval: the head does not run
+    with torch.device("meta"):
+        plain = create_model("darts", auxiliary=False)
+    assert count_model(plain, (3, 32, 32)).params == 3_349_342 and count_model(plain).training_only_params == 0
+
+
+def test_training_count_runs_the_auxiliary_head():
+    """count_training per image == FlopCounterMode over a training forward of the batch / batch."""
+    from lowrank.count import count_training
+
+    with torch.device("meta"):
+        model = create_model("darts")
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model.train()(torch.zeros((4, 3, 32, 32), device="meta"))
+    report = count_training(model, (3, 32, 32), batch_size=4)
+    assert report.macs * 4 * 2 == counter.get_total_flops()
+    eval_macs = count_model(model, (3, 32, 32)).macs
+    head = sum(r.macs for r in report.layers if r.training_only)
+    assert report.macs - eval_macs == head == 695_808  # 1x1 576->128 at 2x2, 2x2 128->768, linear 768->10
+
+
+def test_a_parameter_shared_with_the_deployable_network_is_deployable():
+    class Tied(nn.Module):
+        training_only_modules = {"head": "head", "missing": "not a module"}
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Linear(4, 4, bias=False)
+            self.head = nn.Sequential(nn.Linear(4, 4, bias=False), nn.Linear(4, 2, bias=False))
+            self.head[0].weight = self.body.weight
+
+        def forward(self, x):
+            return self.body(x)
+
+    report = count_model(Tied(), (4,))
+    assert (report.params, report.training_only_params) == (16, 8)
+    assert report.training_only == [{"module": "head", "label": "head", "params": 8}]
+
+
+def test_budget_refers_to_the_deployable_network():
+    from lowrank.budget import solve_budget
+
+    skip = ["@stem", "@shortcut", "auxiliary_head.*"]
+    with torch.device("meta"):
+        model = create_model("darts")
+    solved = solve_budget(model, "sep_hashed", target_fraction=0.25, skip=skip)
+    assert solved.dense_params == 3_349_342 and solved.target == round(0.25 * 3_349_342)
+    built = meta_copy(model)
+    substitute(built, "sep_hashed", solved.hp, skip=skip)
+    assert darts_reference_params(built) == solved.achieved == count_model(built).params
+    assert abs(solved.gap) < 1e-3
+    # substituting the head too changes nothing the budget sees
+    again = solve_budget(model, "sep_hashed", target_fraction=0.25, skip=["@stem", "@shortcut"])
+    assert (again.hp, again.achieved) == (solved.hp, solved.achieved)
+
+
+def test_training_count_of_substitutes_matches_what_a_training_forward_executes(monkeypatch):
+    """ACDC (collapse path: a matrix build per forward) and TT (a reconstruction per forward) in a
+    real network: count_training x batch == executed, counted as in test_executed_macs."""
+    from lowrank.count import count_training
+    from tests.lowrank.methods.test_executed_macs import executed
+
+    for method, hp in (("acdc", 4), ("tt", 0.5), ("afdf", 2)):
+        model = create_model("tiny_convnet", width=8)
+        substitute(model, method, hp)
+        for batch in (1, 3):
+            report = count_training(model, (1, 8, 8), batch_size=batch)
+            x = torch.randn(batch, 1, 8, 8)
+            model.train()(x)  # process-wide tables (the DCT matrix of each N) are built once, not per forward
+            done = executed(model, x, monkeypatch)
+            layers = sum(1 for r in report.layers if r.macs)
+            assert abs(report.macs * batch - done) <= batch * layers / 2, (method, batch)
+        assert count_training(model, (1, 8, 8), 64).macs > count_model(model, (1, 8, 8)).macs

@@ -140,3 +140,57 @@ def test_quickstart_reaches_under_5_percent_test_error(home):
     status = run.read_status()
     assert status["test_err1"] < 5.0, status
     assert status["method"] == "separable" and status["params"] < status["dense_params"]
+
+
+# 3 setup checks, then 8 training steps and 2 validation batches per epoch (32 images, batch 16)
+@pytest.mark.parametrize("checks", [5, 11, 13, 16, 25], ids=lambda n: f"after-{n}-checks")
+def test_stop_between_checkpoints_resumes_exactly(home, checks):
+    """A stop anywhere (mid-epoch, in the epoch's evaluation) with no checkpoint since the last
+    epoch: the stop writes one at that step, and the resumed run ends exactly as an uninterrupted
+    one (augmentation draws in this process included). Before, a kill between periodic
+    checkpoints could not resume from where it stopped ("no checkpoint" or back to the epoch)."""
+    overrides = ["log.checkpoint_every=100"]  # only the last epoch checkpoints on its own
+    reference = make_run(overrides)
+    assert main([str(reference.path)]) == 0
+    interrupted = make_run(overrides)
+    with pytest.raises(StopRequested):
+        train(interrupted, resume=False, stop=StopAfter(checks))
+    saved = torch.load(interrupted.file("checkpoint.pt"), weights_only=True)
+    assert saved["mid_epoch"] is not None  # the stop's own checkpoint, inside an epoch
+    assert main([str(interrupted.path), "--resume"]) == 0
+    assert final_events(interrupted) == final_events(reference)
+    ours = [(r["epoch"], r["loss"], r["err1"]) for r in interrupted.read_metrics() if r.get("event") == "epoch"]
+    theirs = [(r["epoch"], r["loss"], r["err1"]) for r in reference.read_metrics() if r.get("event") == "epoch"]
+    assert ours == pytest.approx(theirs)  # each epoch's train line once, with the whole epoch's totals
+    assert interrupted.read_status()["train_seconds"] > 0
+
+
+def test_sigterm_between_checkpoints_then_resume_equals_uninterrupted(home):
+    """The real worker, a real SIGTERM mid-epoch 2 with the last checkpoint long ago."""
+    overrides = ["log.checkpoint_every=100", "train.epochs=4"]
+    reference = make_run(overrides)
+    assert main([str(reference.path)]) == 0
+    run = make_run(overrides)
+    proc = start_worker(run)
+    wait_for(lambda: any(r.get("event") == "step" and r.get("epoch") == 2 for r in run.read_metrics()))
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 128 + signal.SIGTERM
+    assert run.read_status()["state"] == "killed"
+    assert torch.load(run.file("checkpoint.pt"), weights_only=True)["mid_epoch"]["epoch"] >= 1
+    assert main([str(run.path), "--resume"]) == 0
+    assert final_events(run) == final_events(reference)
+
+
+@pytest.mark.parametrize("overrides", [["data.device=cpu"], ["data.workers=2"]], ids=["resident", "loader-workers"])
+def test_mid_epoch_resume_is_exact_for_other_loaders(home, overrides):
+    """The replay re-reads the stopped epoch through whatever loader the run uses: the
+    device-resident one, and a DataLoader whose workers draw the augmentation."""
+    overrides = ["log.checkpoint_every=100", "train.epochs=2", *overrides]
+    reference = make_run(overrides)
+    assert main([str(reference.path)]) == 0
+    interrupted = make_run(overrides)
+    with pytest.raises(StopRequested):
+        train(interrupted, resume=False, stop=StopAfter(3 + 8 + 2 + 4))  # fires at the next check: epoch 2, step 5
+    assert torch.load(interrupted.file("checkpoint.pt"), weights_only=True)["mid_epoch"]["batches"] == 5
+    assert main([str(interrupted.path), "--resume"]) == 0
+    assert final_events(interrupted) == final_events(reference)

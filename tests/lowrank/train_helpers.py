@@ -10,15 +10,19 @@ from lowrank.train import StopRequested, _StopFlag
 
 
 class StopAfter(_StopFlag):
-    """A stop flag that fires after ``steps`` checks, as if SIGTERM arrived then."""
+    """A stop flag that fires after ``steps`` checks (setup stages, training steps, evaluation
+    batches), as if SIGTERM arrived then."""
 
     def __init__(self, steps: int) -> None:
         super().__init__()
         self.remaining = steps
 
-    def check(self) -> None:
+    def requested(self) -> bool:  # asked once per training step (and by check())
         self.remaining -= 1
-        if self.remaining < 0:
+        return self.remaining < 0
+
+    def check(self) -> None:  # setup stages and evaluation batches
+        if self.requested():
             raise StopRequested(signal.SIGTERM)
 
 

@@ -10,8 +10,8 @@ SIGUSR2 to every process of the job step before the limit. The worker (told by
 :meth:`SlurmWorker.checkpoint`, which waits for the worker, moves the attempt into the run's
 ``previous_attempts``, queues the run again and hands submitit a copy of itself with
 ``resume=True``; submitit then ``scontrol requeue``-s the job and the next attempt resumes
-from the last checkpoint (``log.checkpoint_every`` epochs: a partly trained epoch is trained
-again). Past ``slurm.max_requeues`` time limits submitit refuses to requeue and the run fails.
+from the checkpoint the worker wrote when it stopped (at that step, as on a kill). Past
+``slurm.max_requeues`` time limits submitit refuses to requeue and the run fails.
 
 A job Slurm requeued by itself (``SLURM_RESTART_COUNT`` > 0, e.g. a node failure) resumes
 from the checkpoint too. Multi-task jobs (``resources.nproc`` > 1 or ``slurm.nodes`` > 1):

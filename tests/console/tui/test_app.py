@@ -166,7 +166,7 @@ async def test_detail_tabs_and_status(family_home):
 
 
 async def test_kill_confirms_and_stops_the_worker(home, sleeper):
-    proc = sleeper()
+    proc = sleeper("20240301-120100-wrn-live-a002")
     make_run(home, "20240301-120000-wrn-done-a001")
     make_run(home, "20240301-120100-wrn-live-a002", state="running", epoch=2, proc=proc, host=HOST)
     app = console(home)
@@ -254,7 +254,7 @@ async def test_compare_screen_shows_the_family(family_home):
 
 
 async def test_help_and_quit_leave_runs_going(home, sleeper):
-    proc = sleeper()
+    proc = sleeper("20240301-120100-wrn-live-a002")
     make_run(home, "20240301-120100-wrn-live-a002", state="running", epoch=2, proc=proc, host=HOST)
     app = console(home)
     async with app.run_test(size=SIZE) as pilot:

@@ -92,8 +92,10 @@ def sleeper():
     """A stand-in worker process in its own session (what a "running" run's pid points at)."""
     procs: list[subprocess.Popen] = []
 
-    def start() -> psutil.Process:
-        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
+    def start(run_id: str) -> psutil.Process:
+        # carrying the run's id, as every launcher starts a worker: only then is it the run's worker
+        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True,
+                                env={**os.environ, "LOWRANK_RUN_ID": run_id})
         procs.append(proc)
         return psutil.Process(proc.pid)
 

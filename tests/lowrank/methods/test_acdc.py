@@ -86,9 +86,9 @@ def test_auto_path_follows_the_cost_model():
     assert choose_path(positions=64 * 32 * 32, in_features=64, out_features=64, layers=12) == "collapse"
     assert choose_path(positions=8, in_features=4096, out_features=4096, layers=12) == "fast"
     stack = StackedACDCLinear(4096, 4096, 2)
-    assert stack.pick_path(8) == "fast"
+    assert stack.path_for(8) == "fast"
     stack.path = "collapse"
-    assert stack.pick_path(8) == "collapse"
+    assert stack.path_for(8) == "collapse"
     with pytest.raises(ValueError):
         StackedACDCLinear(8, 8, 2, path="magic")
     with pytest.raises(ValueError):
