@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Start a real single-node Slurm cluster on this machine (Debian, as root), idempotently:
-# installs slurm-wlm + munge when missing, writes a munge key and /etc/slurm/slurm.conf
-# (this node's real CPUs and memory, one partition `debug`), starts munged, slurmctld and
+# installs slurm-wlm + munge + slurmdbd + mariadb-server when missing, writes a munge key,
+# /etc/slurm/slurmdbd.conf and /etc/slurm/slurm.conf (this node's real CPUs and memory, one
+# partition `debug`, accounting through slurmdbd on a local MariaDB so `sacct` and
+# submitit's job watcher see every job), starts mariadbd, munged, slurmdbd, slurmctld and
 # slurmd unless they run, and waits until `sbatch` can place a job. Safe to run again.
 #
-#   sudo .ci/slurm_setup.sh          # then: sinfo; sbatch --wrap hostname; squeue
+#   sudo .ci/slurm_setup.sh          # then: sinfo; sbatch --wrap hostname; squeue; sacct
 set -euo pipefail
 
 if [ "$(id -u)" != 0 ]; then
@@ -12,10 +14,11 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null; then
+if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null \
+    || ! command -v slurmdbd >/dev/null || ! command -v mariadbd >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
-  apt-get install -y -q --no-install-recommends slurm-wlm slurm-client munge
+  apt-get install -y -q --no-install-recommends slurm-wlm slurm-client munge slurmdbd mariadb-server
 fi
 
 # -- munge: the cluster's authentication (one key, shared by every daemon of the cluster)
@@ -29,6 +32,36 @@ chmod 0755 /run/munge
 if ! pgrep -x munged >/dev/null; then
   runuser -u munge -- /usr/sbin/munged
 fi
+
+# -- accounting: slurmdbd on a local MariaDB (about 15 s to install; sacct needs it)
+mkdir -p /run/mysqld /var/log/slurm /etc/slurm
+chown mysql:mysql /run/mysqld
+if ! pgrep -x mariadbd >/dev/null; then
+  /etc/init.d/mariadb start >/dev/null
+fi
+for _ in $(seq 30); do mariadb-admin ping >/dev/null 2>&1 && break; sleep 1; done
+mariadb -e "CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'slurm';
+            GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';"
+DBD_CONF=$(cat <<EOF
+# written by .ci/slurm_setup.sh: accounting of the single-node test cluster
+AuthType=auth/munge
+DbdHost=localhost
+SlurmUser=root
+PidFile=/run/slurmdbd.pid
+LogFile=/var/log/slurm/slurmdbd.log
+StorageType=accounting_storage/mysql
+StorageHost=localhost
+StorageUser=slurm
+StoragePass=slurm
+StorageLoc=slurm_acct_db
+EOF
+)
+if [ ! -f /etc/slurm/slurmdbd.conf ] || [ "$(cat /etc/slurm/slurmdbd.conf)" != "$DBD_CONF" ]; then
+  echo "$DBD_CONF" > /etc/slurm/slurmdbd.conf
+  pkill -x slurmdbd 2>/dev/null || true
+  sleep 1
+fi
+chmod 0600 /etc/slurm/slurmdbd.conf
 
 # -- slurm.conf: this node as it really is (slurmd -C prints its CPUs, sockets, memory)
 NODE=$(hostname -s)
@@ -44,6 +77,7 @@ SlurmctldHost=$NODE
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+AuthInfo=cred_expire=10
 StateSaveLocation=/var/spool/slurmctld
 SlurmdSpoolDir=/var/spool/slurmd
 SlurmctldPidFile=/run/slurmctld.pid
@@ -56,7 +90,8 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SchedulerType=sched/backfill
 JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=localhost
 JobCompType=jobcomp/none
 ReturnToService=2
 MinJobAge=3600
@@ -64,6 +99,7 @@ KillWait=5
 OverTimeLimit=0
 InactiveLimit=0
 SchedulerParameters=sched_interval=2,bf_interval=2
+# cred_expire: a requeued job may start again after 10 s (Slurm's default: 120 s)
 MpiDefault=none
 NodeName=$NODE $HW State=UNKNOWN
 PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
@@ -80,7 +116,15 @@ touch /etc/slurm/cgroup.conf
 if [ "$CHANGED" = 1 ]; then  # a running daemon with an old config: restart it
   pkill -x slurmctld 2>/dev/null || true
   pkill -x slurmd 2>/dev/null || true
-  sleep 1
+  for _ in $(seq 30); do  # slurmctld saves its state on the way out: wait until both are gone
+    pgrep -x slurmctld >/dev/null || pgrep -x slurmd >/dev/null || break
+    sleep 1
+  done
+fi
+pgrep -x slurmdbd >/dev/null || /usr/sbin/slurmdbd  # before slurmctld: the cluster must be registered
+for _ in $(seq 30); do sacctmgr -n list cluster >/dev/null 2>&1 && break; sleep 1; done
+if ! sacctmgr -n -P list cluster format=cluster 2>/dev/null | grep -qx lowrank-ci; then
+  sacctmgr -i add cluster lowrank-ci >/dev/null
 fi
 pgrep -x slurmctld >/dev/null || /usr/sbin/slurmctld
 pgrep -x slurmd >/dev/null || /usr/sbin/slurmd

@@ -15,6 +15,9 @@ import sys
 import typer
 
 import console.commands as commands_pkg
+from console.backends import register_reconcilers
+
+register_reconcilers()  # ls, show, logs: a Slurm run's state as Slurm sees it
 
 app = typer.Typer(
     name="lowrank",

@@ -405,7 +405,7 @@ def launch_sweep(plan: SweepPlan, requirement: Mapping[str, Any] | None = None, 
     unless ``skip_unreachable``. ``requirement``: overrides of each config's ``resources``
     (as :func:`console.scheduler.requirement_from_cli` returns).
     """
-    from console.scheduler import resolve_requirement, submit
+    from console.scheduler import resolve_requirement, submit_many
 
     home = Path(home or lowrank_home()).resolve()
     if plan.problems and not skip_unreachable:
@@ -430,8 +430,7 @@ def launch_sweep(plan: SweepPlan, requirement: Mapping[str, Any] | None = None, 
                 "skipped": len(plan.problems)}
     with _manifest_lock(sweep_id, home):
         write_manifest(manifest, home)
-    for run, need in runs:
-        submit(run, need)
+    submit_many(runs)  # local: this home's queue; slurm: one job array for the whole sweep
     return manifest
 
 
@@ -576,10 +575,11 @@ def resume_sweep(sweep_id: str, requirement: Mapping[str, Any] | None = None,
     records the new run ids (the old ones under ``history``).
     """
     from console.runs import relaunch
-    from console.scheduler import ensure_scheduler, requirement_for, resolve_requirement, submit
+    from console.scheduler import ensure_scheduler, requirement_for, resolve_requirement, submit_many
 
     home = Path(home or lowrank_home()).resolve()
     actions: list[dict[str, Any]] = []
+    queued: dict[bool, list] = {}  # resume? -> (run, requirement): submitted together (Slurm: one array each)
     with _manifest_lock(sweep_id, home):
         manifest = read_manifest(sweep_id, home)
         for (entry, status), stored in zip(entry_statuses(manifest, home), manifest["entries"]):
@@ -607,7 +607,7 @@ def resume_sweep(sweep_id: str, requirement: Mapping[str, Any] | None = None,
                 need = resolve_requirement(target.read_config(), requirement or manifest.get("requirement"))
             else:
                 need = requirement_for(target)  # as recorded when it was first queued
-            submit(target, need, resume=resume)
+            queued.setdefault(resume, []).append((target, need))
             if target.run_id != old:
                 stored["history"] = [*stored.get("history", []), *([old] if old else [])]
                 stored["run_id"] = target.run_id
@@ -615,6 +615,8 @@ def resume_sweep(sweep_id: str, requirement: Mapping[str, Any] | None = None,
             actions.append(action)
         manifest.setdefault("resumed", []).append(now_iso())
         write_manifest(manifest, home)
+    for resume, runs in queued.items():
+        submit_many(runs, resume=resume)
     if any(action["state"] == "queued" for action in actions):
         ensure_scheduler(home)  # queued runs from a scheduler that died still get started
     return actions

@@ -317,11 +317,16 @@ def impossible(job: Job, snapshot: HostSnapshot) -> str | None:
 # ---------------------------------------------------------------- jobs from the run store
 
 
+def _local(status: Mapping[str, Any]) -> bool:
+    """A run of this host's queue: its status names no backend, or ``local``."""
+    return (status.get("backend") or "local") == "local"
+
+
 def running_jobs(store) -> list[Job]:
     """Running runs of ``store`` with the GPUs they hold."""
     jobs = []
     for run, status in store.statuses():
-        if status.get("state") != "running":
+        if status.get("state") != "running" or not _local(status):
             continue
         with contextlib.suppress(UserError):
             held = status.get("gpus")
@@ -333,8 +338,8 @@ def queued_jobs(store) -> list[tuple[Job, dict[str, Any]]]:
     """Queued runs of ``store`` (with their status), oldest submission first."""
     jobs = []
     for run, status in store.statuses():
-        if status.get("state") != "queued" or status.get("pid"):
-            continue
+        if status.get("state") != "queued" or status.get("pid") or not _local(status):
+            continue  # another backend's run waits in that backend's queue (a Slurm job), not ours
         try:
             requirement = requirement_for(run)
         except UserError as error:

@@ -180,6 +180,11 @@ def _precheck(config, *, gpus: int | None, gpu: Sequence[int] | None, cpu: bool,
         raise UserError("--cpu cannot be combined with --gpus/--gpu", key="--cpu", hint="give one of them")
     req = requirement_from_cli(gpus=gpus, gpu=list(gpu or []), cpu=cpu)
     facts: dict[str, Any] = {}
+    if backend == LOCAL_BACKEND:
+        backend = config.resources.backend  # the preset's resources.backend (or --backend as its override)
+    from console import backends
+
+    backends.get(backend).check(config.to_dict(), home)  # e.g. slurm: sbatch here, a home the nodes can see
     host_checks = (_check_device, _check_gpus, _check_data)
     for check in CHECKS:
         if (backend != LOCAL_BACKEND and check in host_checks) or (check is _check_network and not network):

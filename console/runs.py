@@ -23,7 +23,7 @@ import socket
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import psutil
 import yaml
@@ -38,6 +38,11 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader lists hu
 DISAPPEARED = "worker disappeared"
 RUN_ENV = "LOWRANK_RUN_ID"  # inherited by every process of a run: the sweep's last resort
 CREATE_TIME_TOLERANCE = 1.0  # seconds; same pid + create time within this = same process
+LOCAL = "local"  # the backend of a run whose status names none
+# backend name -> how a run of that backend is reconciled (``reconcile(run, status) -> status``).
+# Filled from above (console.backends registers its non-local backends when imported), so the
+# store stays the bottom layer: it checks local processes itself and asks a table for the rest.
+RECONCILERS: dict[str, Callable[[RunDir, dict[str, Any]], dict[str, Any]]] = {}
 
 
 # ---------------------------------------------------------------- status under the run's lock
@@ -224,9 +229,17 @@ class RunInfo:
     error: str | None
     path: str
     waiting: str | None = None  # queued: why it has not started (written by the scheduler)
+    backend: str = LOCAL  # where the worker runs (console.backends)
+    slurm_job_id: str | None = None  # a Slurm run's job (``42``, array task ``42_3``)
+    slurm_state: str | None = None  # what Slurm last said about it (PENDING, RUNNING, TIMEOUT, ...)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def state_shown(self) -> str:
+        """The state with the cluster's own word for it when there is one: ``queued/PENDING``."""
+        return f"{self.state}/{self.slurm_state}" if self.slurm_state else self.state
 
 
 def run_info(run: RunDir, status: dict[str, Any], config: dict[str, Any], now: float | None = None) -> RunInfo:
@@ -260,7 +273,9 @@ def run_info(run: RunDir, status: dict[str, Any], config: dict[str, Any], now: f
                    best_err1=status.get("best_val_err1"), elapsed_s=elapsed, eta_s=eta,
                    created=status.get("created"), pid=status.get("pid"), host=status.get("host"),
                    error=f"{UNREADABLE}: {unreadable}" if unreadable else status.get("error"), path=str(run.path),
-                   waiting=_text(status.get("waiting")) if state == "queued" else None)
+                   waiting=_text(status.get("waiting")) if state == "queued" else None,
+                   backend=_text(status.get("backend")) or LOCAL, slurm_job_id=_text(status.get("slurm_job_id")),
+                   slurm_state=_text(status.get("slurm_state")))
 
 
 def _text(value: Any) -> str | None:
@@ -275,9 +290,15 @@ def reconcile(run: RunDir, status: dict[str, Any] | None = None) -> dict[str, An
     the kill before ``kill_run`` wrote its final status), otherwise ``failed`` ("worker
     disappeared"). The check and the write happen under the status lock, so a worker or a
     ``kill_run`` writing its own final state at the same moment always wins. Only runs
-    launched on this host can be checked; others are returned unchanged.
+    launched on this host can be checked; others are returned unchanged. A run of another
+    backend (status ``backend``, e.g. slurm) is reconciled by that backend's entry in
+    :data:`RECONCILERS` (unchanged while none is registered).
     """
     status = run.read_status() if status is None else status
+    backend = status.get("backend") or LOCAL
+    if backend != LOCAL:
+        check = RECONCILERS.get(backend)
+        return check(run, status) if check is not None else status
     if not _maybe_vanished(status):
         return status
     time.sleep(0.05)  # a worker that just exited may be writing its final status right now

@@ -42,7 +42,7 @@ LOG_FILE = "scheduler.log"
 POLL_ENV = "LOWRANK_SCHEDULER_POLL"
 __all__ = ["MAX_CPU_RUNS_ENV", "RESOURCE_KEYS", "Job", "Requirement", "default_max_cpu_runs", "impossible", "plan",
            "queued_jobs", "requirement_for", "requirement_from_cli", "requirement_from_config", "resolve_requirement",
-           "running_jobs", "submit", "ensure_scheduler", "scheduler_running", "scheduler_info", "stop_scheduler",
+           "running_jobs", "submit", "submit_many", "ensure_scheduler", "scheduler_running", "scheduler_info", "stop_scheduler",
            "Scheduler", "main"]
 
 
@@ -55,17 +55,36 @@ def submit(run: RunDir, requirement: Requirement | Mapping[str, Any] | None = No
 
     ``requirement``: a full :class:`Requirement`, or overrides of the config's
     ``resources`` (as :func:`requirement_from_cli` returns), or None for the config's.
+    A run of another backend (status ``backend``, e.g. slurm) goes to that backend's own
+    queue at once (a Slurm job); this host's scheduler never places it.
     """
-    if worker_process(run.read_status()) is not None:
-        raise UserError(f"run {run.run_id} is running; it cannot be queued again",
-                        hint=f"lowrank kill {run.run_id} first")
-    try:
-        need = resolve_requirement(run.read_config(), requirement)
-    except UserError as error:
-        run.update_status(state="failed", ended=now_iso(), error=f"bad resource requirement: {error.detail}")
-        raise
-    run.update_status(state="queued", requirement=need.to_dict(), resume=bool(resume), submitted=now_iso())
-    ensure_scheduler(run.home)
+    submit_many([(run, requirement)], resume=resume)
+
+
+def submit_many(runs: list[tuple[RunDir, Requirement | Mapping[str, Any] | None]], *, resume: bool = False) -> None:
+    """Queue several runs (:func:`submit` for each): local runs go to this home's scheduler,
+    the runs of another backend to :meth:`Backend.start_many` together (Slurm: one job array)."""
+    local, others = [], {}
+    for run, requirement in runs:
+        status = run.read_status()
+        if worker_process(status) is not None:
+            raise UserError(f"run {run.run_id} is running; it cannot be queued again",
+                            hint=f"lowrank kill {run.run_id} first")
+        try:
+            need = resolve_requirement(run.read_config(), requirement)
+        except UserError as error:
+            run.update_status(state="failed", ended=now_iso(), error=f"bad resource requirement: {error.detail}")
+            raise
+        run.update_status(state="queued", requirement=need.to_dict(), resume=bool(resume), submitted=now_iso())
+        name = status.get("backend") or backends.DEFAULT
+        if name == backends.DEFAULT:
+            local.append(run)
+        else:
+            others.setdefault(name, []).append(run)
+    for name, group in others.items():
+        backends.get(name).start_many(group, resume=resume)
+    if local:
+        ensure_scheduler(local[0].home)
 
 
 def _try_lock(home: Path) -> int | None:

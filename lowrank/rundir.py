@@ -198,6 +198,10 @@ class RunDir:
                   "created": now_iso(), "host": socket.gethostname(),
                   "epoch": 0, "epochs": config.get("train", {}).get("epochs"),
                   "provenance": launch_provenance()}  # what code ran (lowrank/provenance.py)
+        resources = config.get("resources")
+        backend = resources.get("backend") if isinstance(resources, dict) else None
+        if backend not in (None, "local"):  # where the worker runs (console.backends): the config says
+            status["backend"] = backend
         status.update(extra_status or {})
         atomic_write_text(run.file(STATUS_FILE), json.dumps(status, indent=2))
         return run

@@ -12,12 +12,15 @@ from lowrank.errors import UserError
 from lowrank.rundir import RunDir
 
 from console.backends.base import Backend, KillReport
+from console.runs import RECONCILERS
 
-__all__ = ["Backend", "KillReport", "DEFAULT", "REGISTRY", "names", "get", "of_status", "for_run"]
+__all__ = ["Backend", "KillReport", "DEFAULT", "REGISTRY", "names", "get", "of_status", "for_run",
+           "register_reconcilers"]
 
 DEFAULT = "local"
 REGISTRY: dict[str, str] = {  # name -> "module:class"
     "local": "console.backends.local:LocalBackend",
+    "slurm": "console.backends.slurm:SlurmBackend",
 }
 _instances: dict[str, Backend] = {}
 
@@ -43,4 +46,24 @@ def of_status(status: Mapping[str, Any]) -> Backend:
 
 
 def for_run(run: RunDir) -> Backend:
+    """The backend of this run (its status.json ``backend``)."""
     return of_status(run.read_status())
+
+
+def _reconciler(name: str):
+    def reconcile(run: RunDir, status: dict[str, Any]) -> dict[str, Any]:
+        return get(name).reconcile(run, status)  # the backend module is imported on first use
+    return reconcile
+
+
+def register_reconcilers() -> None:
+    """Let the store reconcile each non-local run through its backend (console.runs.RECONCILERS).
+
+    Done when this package is imported; the CLI and the console call it at start, so ``ls``
+    and the runs table show a Slurm run's state as Slurm sees it."""
+    for name in REGISTRY:
+        if name != DEFAULT:
+            RECONCILERS.setdefault(name, _reconciler(name))
+
+
+register_reconcilers()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from pathlib import Path
 from typing import Any, Mapping
 
 from lowrank.rundir import RunDir
@@ -56,3 +57,18 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def resume(self, run: RunDir) -> int | str:
         """Re-queue an ended run in place and start it from its checkpoint."""
+
+    def check(self, config: Mapping[str, Any], home: Path | None = None) -> None:
+        """Refuse (UserError) a run this backend cannot start, before its directory exists."""
+
+    def describe(self, handle: int | str) -> str:
+        """How a handle that :meth:`start` returned is shown (``pid 123``, ``Slurm job 42``)."""
+        return f"pid {handle}"
+
+    def start_many(self, runs: list[RunDir], *, resume: bool = False) -> list[int | str]:
+        """Start several queued runs (a sweep); a cluster backend submits them together."""
+        return [self.start(run, resume=resume) for run in runs]
+
+    def reconcile(self, run: RunDir, status: dict[str, Any]) -> dict[str, Any]:
+        """The run's status brought up to date with what this backend knows (default: as is)."""
+        return status

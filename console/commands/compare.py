@@ -83,9 +83,16 @@ def register(app: typer.Typer) -> None:
                                                        help="launch the reachable runs when some budgets are "
                                                             "out of a method's range (default: refuse)")] = False,
         as_json: Annotated[bool, typer.Option("--json", help="print JSON (the plan, or the sweep)")] = False,
+        backend: Annotated[Optional[str], typer.Option("--backend", help="local (this host's queue) or slurm (the "
+                                                                         "sweep as one Slurm job array)")] = None,
     ) -> None:
         """Plan a sweep (method x budget x seed x --grid keys, hp solved per budget) and queue its runs."""
         from console import compare
+
+        if backend is not None:
+            from console.commands.run import backend_override
+
+            set_ = [*set_, backend_override(backend)]
 
         requirement = _requirement(gpus, cpu)
         plan = compare.plan_sweep(preset, _split(methods, "--methods"), _split(budgets, "--budgets", float),

@@ -114,7 +114,7 @@ def _table(infos) -> None:
         # every cell from a file is markup-escaped and stripped of control characters
         style = STATE_STYLE.get(info.state, "")
         gpus = "cpu" if info.gpus == [] else ",".join(map(str, info.gpus)) if info.gpus else "-"
-        state = markup(info.state)
+        state = markup(info.state_shown)  # a Slurm run: queued/PENDING, failed/TIMEOUT, ...
         table.add_row(
             markup(info.run_id), markup(info.model or "-"), markup(info.method or "-"),
             _number(info.budget, "g"), _number(info.params, ",.0f"),

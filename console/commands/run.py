@@ -39,9 +39,17 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="print the final summary as JSON")] = False,
         name: Annotated[Optional[str], typer.Option("--name", help="the run's name (default: the preset's name and "
                                                                    "the overrides, e.g. 'quickstart tt@0.1')")] = None,
+        backend: Annotated[Optional[str], typer.Option("--backend", help="where the worker runs: local (this host) or "
+                                                                         "slurm (a job with the preset's slurm: section); "
+                                                                         "default: resources.backend")] = None,
     ) -> None:
         """Run an experiment from a preset (or --resume an earlier run)."""
         from lowrank.errors import UserError
+
+        if backend is not None:
+            if resume:
+                raise UserError("--resume continues a run on its own backend; drop --backend", key="--backend")
+            set_ = [*set_, backend_override(backend)]
 
         if cpu and (gpus or gpu):  # before anything exists: a refused run leaves no queued orphan
             raise UserError("--cpu cannot be combined with --gpus/--gpu", key="--cpu", hint="give one of them")
@@ -62,6 +70,14 @@ def register(app: typer.Typer) -> None:
             return
         code = run_foreground(run_dir, resume=resume is not None, gpus=gpu or [], cpu=cpu, as_json=as_json)
         raise typer.Exit(code)
+
+
+def backend_override(name: str) -> str:
+    """``--backend NAME`` as the override ``resources.backend=NAME`` (checked against the registry)."""
+    from console import backends
+
+    backends.get(name)  # an unknown name: UserError listing the known ones, before anything exists
+    return f"resources.backend={name}"
 
 
 def _prepare(preset: Optional[Path], overrides: list[str], resume: Optional[str], placement: dict,
@@ -100,9 +116,11 @@ def run_foreground(run_dir, *, resume: bool, gpus: list[int], cpu: bool, as_json
     backend = backends.for_run(run_dir)
     pid = backend.start(run_dir, gpus=[] if cpu else gpus or None, resume=resume)
     if not as_json:
-        typer.echo(f"run {run_dir.run_id}  (pid {pid}, log {run_dir.path / 'output.log'})")
+        typer.echo(f"run {run_dir.run_id}  ({backend.describe(pid)}, log {run_dir.path / 'output.log'})")
+    # a job elsewhere (Slurm): its backend says whether it still exists; locally the pid does
+    alive = None if backend.name == backends.DEFAULT else (lambda: backend.alive(run_dir.read_status()) is not False)
     try:
-        status = _follow(run_dir, pid, quiet=as_json)
+        status = _follow(run_dir, pid, quiet=as_json, alive=alive)
     except KeyboardInterrupt:
         typer.echo("\nstopping (Ctrl-C): asking the worker to stop...", err=True)
         backend.kill(run_dir)
@@ -111,8 +129,10 @@ def run_foreground(run_dir, *, resume: bool, gpus: list[int], cpu: bool, as_json
     return int(status.get("exit_code") or (0 if status.get("state") == "finished" else 1))
 
 
-def _follow(run_dir, pid: int, quiet: bool) -> dict:
-    """Poll the run directory, updating a progress bar, until the worker has ended."""
+def _follow(run_dir, pid: int, quiet: bool, alive=None) -> dict:
+    """Poll the run directory, updating a progress bar, until the worker has ended.
+
+    ``alive``: whether the worker (or its job) still exists; default: the local pid lives."""
     import psutil
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -144,9 +164,11 @@ def _follow(run_dir, pid: int, quiet: bool) -> dict:
                                     epoch=f"{record['epoch']}/{epochs}", stats=stats)
             if status.get("state") in FINAL_STATES:
                 return status
-            if not _alive(psutil, pid):
+            if not (alive() if alive is not None else _alive(psutil, pid)):
                 time.sleep(POLL_SECONDS)  # let a final status write land
-                status = run_dir.read_status()
+                from console.runs import reconcile
+
+                status = reconcile(run_dir)  # a Slurm run: the job's final state
                 if status.get("state") not in FINAL_STATES:
                     status = run_dir.update_status(state="failed", error="worker disappeared")
                 return status

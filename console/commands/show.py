@@ -59,7 +59,8 @@ def show_text(info, status: dict) -> str:
              ("mult-adds", count(status.get("macs"))),
              ("error top-1", f"best val {pct(info.best_err1)}  test {pct(status.get('test_err1'))}"),
              ("elapsed", duration(info.elapsed_s))]
-    for key in ("preset", "created", "started", "ended", "device", "gpus", "hp", "sweep", "relaunched_from"):
+    for key in ("preset", "created", "started", "ended", "device", "gpus", "hp", "sweep", "relaunched_from",
+                "backend", "slurm_job_id", "slurm_state", "slurm_node"):
         if status.get(key) not in (None, "", []):
             rows.append((key.replace("_", " "), str(status[key])))
     provenance = provenance_lines(status.get("provenance"))

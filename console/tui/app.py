@@ -20,6 +20,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header
 from textual.worker import get_current_worker
 
+from console.backends import register_reconcilers
 from console.safe_text import clean, clean_block
 from lowrank.rundir import STATES, lowrank_home
 
@@ -33,6 +34,7 @@ from .run_actions import RunActions
 from .runs_table import RunsTable
 from .watch import HostReader, MetricsCache, RunRecord, RunWatcher, gpu_runs, log_path
 
+register_reconcilers()  # the runs table shows a Slurm run's state as Slurm sees it
 DEBOUNCE_SECONDS = 0.12
 MAIN_ONLY = {"studies", "launch", "kill", "relaunch", "log", "compare", "filter", "cycle_state", "toggle_mark", "next_tab", "mark_all", "clear_marks", "pick_sort", "reverse_sort"}
 

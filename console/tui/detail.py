@@ -22,7 +22,8 @@ from .messages import Detail
 STATUS_FIELDS = (("waiting", "waiting"), ("pid", "pid"), ("host", "host"), ("device", "device"), ("gpus", "gpus"), ("hp", "hp"),
                  ("created", "created"), ("started", "started"), ("ended", "ended"), ("heartbeat", "heartbeat"),
                  ("exit_code", "exit code"), ("preset", "preset"), ("sweep", "sweep"),
-                 ("relaunched_from", "relaunched from"))
+                 ("relaunched_from", "relaunched from"), ("backend", "backend"), ("slurm_job_id", "slurm job"),
+                 ("slurm_state", "slurm state"), ("slurm_node", "slurm node"))
 
 
 def status_text(record: Any) -> Text:
@@ -30,7 +31,7 @@ def status_text(record: Any) -> Text:
     info, status = record.info, record.status
     out = Text()
     out.append(f"{clean(info.name or info.run_id)}\n", style="bold")
-    out.append(info.state, style=STATE_STYLES.get(info.state, ""))
+    out.append(clean(info.state_shown), style=STATE_STYLES.get(info.state, ""))
     out.append(f"  epoch {info.epoch if info.epoch is not None else '-'}/{info.epochs or '-'}"
                f"  elapsed {duration(info.elapsed_s)}  eta {duration(info.eta_s)}\n")
     if info.error:

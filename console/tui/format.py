@@ -138,7 +138,7 @@ def row_cells(info: RunInfo) -> tuple[str, ...]:
     gpus = "cpu" if info.gpus == [] else ",".join(map(str, info.gpus)) if info.gpus else "-"
     epochs = f"{info.epoch if info.epoch is not None else '-'}/{info.epochs if info.epochs is not None else '-'}"
     return (info.run_id, info.name or "", info.model or "-", info.method or "-", budget_cell(info),
-            info.state, gpus, epochs, number(info.last_loss), pct(info.best_err1), duration(info.elapsed_s),
+            info.state_shown, gpus, epochs, number(info.last_loss), pct(info.best_err1), duration(info.elapsed_s),
             duration(info.eta_s))
 
 

@@ -111,7 +111,7 @@ class RunsTable(DataTable):
     def _cell(self, column: str, value: str, rid: str) -> str | Text:
         marked = rid in self.marked
         if column == "state":
-            return Text(value, style=STATE_STYLES.get(value, ""))
+            return Text(value, style=STATE_STYLES.get(value.split("/")[0], ""))  # failed/TIMEOUT: failed's
         if column == "id":
             return Text(self.short.get(rid, rid), style="bold magenta" if marked else "")
         if column == "name":

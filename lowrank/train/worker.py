@@ -4,10 +4,15 @@ Reads ``RUN_DIR/config.yaml``, trains (``loop.train``), and records how the run 
 in the run directory (status.json, metrics.jsonl, a results.csv row).
 
 Exit codes: 0 finished, 1 failed (error summary in status.json), 128+signal when
-stopped by SIGTERM/SIGINT (state ``killed``).
+stopped by SIGTERM/SIGINT (state ``killed``) or by the preemption signal.
 
 Under torchrun (``resources.nproc`` > 1) every rank runs this; rank 0 alone records how the
 run ended, the others only exit with the same code (lowrank.distributed, lowrank.train.parallel).
+
+``LOWRANK_PREEMPT_SIGNAL`` (e.g. ``USR2``; set by the Slurm backend for the signal Slurm
+sends before the time limit or a preemption) stops the worker the same way at the next
+step, but it is not a kill: the run keeps its non-final state, the end event says
+``preempted`` and the backend requeues it to resume from the last checkpoint.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from ..results import write_result
 from ..rundir import CONFIG_FILE, RunDir, now_iso
 from ..trial import Pruned
 from .stop import StopFlag, StopRequested
+
+PREEMPT_ENV = "LOWRANK_PREEMPT_SIGNAL"  # a signal name (USR2, SIGUSR1): stop for a requeue, not a kill
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,12 +60,20 @@ def main(argv: list[str] | None = None) -> int:
     stop = StopFlag()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    preempt = _preempt_signal()
+    if preempt is not None:
+        signal.signal(preempt, stop)
     from .loop import NonFiniteLoss, train  # torch: only once we know this is a run directory
 
     try:
         summary = train(run, args.resume, stop)
     except StopRequested as stopped:
         code = 128 + stopped.signum
+        if stopped.signum == preempt:  # the backend requeues the run; it resumes from its checkpoint
+            run.append_metric({"event": "end", "state": "preempted", "signal": str(stopped)})
+            run.update_status(exit_code=code, preempted=now_iso())
+            print(f"stopped by {stopped} (time limit or preemption): resumable from the last checkpoint", flush=True)
+            return code
         run.append_metric({"event": "end", "state": "killed", "signal": str(stopped)})
         run.update_status(state="killed", ended=now_iso(), exit_code=code, error=f"stopped by {stopped}")
         print(f"stopped by {stopped}", flush=True)
@@ -88,12 +103,22 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _preempt_signal() -> int | None:
+    """The signal named by ``LOWRANK_PREEMPT_SIGNAL`` (``USR2`` or ``SIGUSR2``), or None."""
+    name = os.environ.get(PREEMPT_ENV, "").strip().upper()
+    if not name:
+        return None
+    return int(getattr(signal, name if name.startswith("SIG") else f"SIG{name}"))
+
 
 def _follower(run, resume: bool, rank: int) -> int:
     """A rank other than 0: train in step with the others, exit as they do, write nothing."""
     stop = StopFlag()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    preempt = _preempt_signal()
+    if preempt is not None:  # Slurm signals every task of the job step: a stop, not a death
+        signal.signal(preempt, stop)
     from .loop import NonFiniteLoss, train
 
     try:

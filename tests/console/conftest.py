@@ -14,3 +14,13 @@ def fake(home, monkeypatch):
     monkeypatch.setenv("LOWRANK_WORKER", FAKE_WORKER)
     monkeypatch.setenv("LOWRANK_SCHEDULER_POLL", "0.1")
     return home
+
+
+@pytest.fixture
+def slurm_home(home):
+    """The environment for the CLI of a Slurm test (this checkout, the real worker); at teardown
+    every job of this home that Slurm still lists is cancelled."""
+    from slurm_helpers import cancel_leftovers, slurm_env
+
+    yield slurm_env(home)
+    cancel_leftovers(home)

@@ -1,0 +1,69 @@
+"""Is the run directory somewhere every node of the partition can read and write?
+
+The job's worker writes its status, metrics and checkpoints into the run directory from a
+compute node, so ``LOWRANK_HOME`` must be on a filesystem the nodes share. No program can
+prove that from the login node; what can be seen is checked: on a partition with more than
+one node, a home on a memory or node-local filesystem (tmpfs, ramfs, /tmp, /var/tmp,
+/dev/shm) is refused, and one on a filesystem that is not a known network filesystem gets
+a warning. A one-node cluster shares everything with itself. ``LOWRANK_SLURM_SHARED=1``
+says "it is shared" and skips the check (a /tmp that really is a cluster mount).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import psutil
+
+from lowrank.errors import UserError
+
+SHARED_ENV = "LOWRANK_SLURM_SHARED"
+LOCAL_ONLY_TYPES = frozenset({"tmpfs", "ramfs", "devtmpfs", "overlay", "squashfs"})
+LOCAL_ONLY_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run")
+NETWORK_TYPES = frozenset({"nfs", "nfs4", "lustre", "gpfs", "beegfs", "cifs", "smb3", "smbfs", "ceph", "cephfs",
+                           "glusterfs", "fuse.glusterfs", "fuse.sshfs", "9p", "afs", "panfs", "wekafs", "fuse.ceph",
+                           "fuse.juicefs", "virtiofs", "vast"})
+
+
+def filesystem_type(path: Path) -> str | None:
+    """The type of the filesystem holding ``path`` (the longest mount point above it)."""
+    path = Path(path).resolve()
+    best, kind = "", None
+    for part in psutil.disk_partitions(all=True):
+        mount = part.mountpoint.rstrip("/") or "/"
+        if (str(path) == mount or str(path).startswith(mount.rstrip("/") + "/")) and len(mount) > len(best):
+            best, kind = mount, part.fstype
+    return kind
+
+
+def partition_nodes(partition: str | None) -> int | None:
+    """How many nodes the partition (None: the default one) has, per ``sinfo``; None if unknown."""
+    argv = ["sinfo", "--noheader", "--format=%D"] + ([f"--partition={partition}"] if partition else [])
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    counts = [int(word) for word in out.split() if word.isdigit()]
+    return sum(counts) if counts else None
+
+
+def check_shared(home: Path, partition: str | None) -> str | None:
+    """Refuse a home the job's nodes cannot see; returns a warning (or None) when it may be local."""
+    if os.environ.get(SHARED_ENV) == "1":
+        return None
+    nodes = partition_nodes(partition)
+    if nodes is not None and nodes <= 1:
+        return None  # one node: the submitting host's files are the job's
+    home = Path(home).resolve()
+    kind = filesystem_type(home)
+    where = f"{home} ({kind or 'unknown filesystem'})"
+    if kind in LOCAL_ONLY_TYPES or any(str(home) == d or str(home).startswith(d + "/") for d in LOCAL_ONLY_DIRS):
+        raise UserError(f"LOWRANK_HOME {where} is local to this machine; the Slurm job's nodes cannot see it",
+                        key="LOWRANK_HOME", hint=f"set LOWRANK_HOME to a directory on a shared filesystem "
+                                                 f"(your cluster's home or project space), or {SHARED_ENV}=1 if it is shared")
+    if kind not in NETWORK_TYPES:
+        return (f"warning: LOWRANK_HOME {where} is not on a known network filesystem; the job's nodes must see "
+                f"it (set {SHARED_ENV}=1 to silence this)")
+    return None

@@ -1,0 +1,52 @@
+"""A run longer than its Slurm time limit (1 minute): Slurm's signal before the limit stops the
+worker at a step, the job is requeued, and the next attempt resumes from the checkpoint until
+the run finishes; the history (``previous_attempts``) has one entry per requeue and
+metrics.jsonl one resumed start per attempt. Inherently 1.5-4 minutes: Slurm checks time
+limits every 30 s and signals once the limit is within signal_delay_s + 30 s (so each
+attempt trains 20-50 s here), and a requeued job waits ``cred_expire`` (10 s on the test
+cluster) before it starts again."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from slurm_helpers import cli, sacct_states, status, wait_left_queue, wait_state, write_preset
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+EPOCHS = 120  # ~0.5 s each here (more under load): more than one attempt trains before the signal
+
+
+@pytest.mark.timeout(600)
+def test_time_limit_requeues_and_resumes(home, tmp_path, slurm_home):
+    env = slurm_home
+    preset = write_preset(tmp_path, epochs=EPOCHS, num_train=4096, name="limit",
+                          slurm={"time": 1, "signal_delay_s": 10, "max_requeues": 12})
+    done = cli("run", str(preset), "--detach", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    run_id = json.loads(done.stdout)["run_id"]
+    row = wait_state(env, run_id, ("finished", "failed", "killed"), timeout=540)
+    recorded = status(home, run_id)
+    assert row["state"] == "finished", (row, recorded.get("error"))
+    job = recorded["slurm_job_id"]
+
+    history = recorded["previous_attempts"]
+    assert len(history) >= 1 and all(attempt["state"] == "requeued" for attempt in history), history
+    assert all(attempt["slurm_job_id"] == job for attempt in history)  # the same job, requeued
+    assert recorded["attempt"] == len(history) + 1
+
+    events = [json.loads(line) for line in (home / "runs" / run_id / "metrics.jsonl").read_text().splitlines()]
+    starts = [event for event in events if event["event"] == "start"]
+    assert len(starts) == len(history) + 1 and not starts[0]["resumed"]
+    # each later attempt resumed from the checkpoint the one before left (at most the epochs it trained;
+    # one stopped during its evaluation re-trains that epoch), and the run got past epoch 0 that way
+    assert all(start["resumed"] and start["epoch"] <= attempt["epoch"] for start, attempt in zip(starts[1:], history))
+    assert [start["epoch"] for start in starts] == sorted(start["epoch"] for start in starts) and starts[-1]["epoch"] > 0
+    assert [event["state"] for event in events if event["event"] == "end"] == ["preempted"] * len(history) + ["finished"]
+    trained = [event["epoch"] for event in events if event["event"] == "epoch"]
+    assert trained[-1] == EPOCHS and sorted(set(trained)) == list(range(1, EPOCHS + 1))
+
+    wait_left_queue(job)
+    states = sacct_states(job)  # one accounting record per attempt
+    assert states.count("REQUEUED") == len(history) and states[-1] == "COMPLETED", states
