@@ -113,7 +113,7 @@ def load_status(path: Path, states: tuple[str, ...] | None = None) -> tuple[dict
         return {}, f"status.json is not valid JSON ({getattr(error, 'msg', error)} at line {getattr(error, 'lineno', '?')})"
     status, problem = check_status(data)
     if problem is None and states is not None and status.get("state") not in states:
-        problem = (f"status.json has no state" if status.get("state") is None
+        problem = ("status.json has no state" if status.get("state") is None
                    else f"status.json: unknown state {status['state']!r}")
     return status, problem
 
