@@ -26,6 +26,7 @@ import torch.nn as nn
 
 from .count import count_model, deployable_param_ids, in_modules, meta_copy, split_params, training_only_modules
 from .errors import BudgetError, ConfigError
+from .meta import ShapesOnly
 from .methods import get_method
 from .methods.registry import ConvSpec, Method
 from .substitute import DEFAULT_SKIP, plan_substitution, substitute
@@ -169,7 +170,7 @@ def solve_budget(model: nn.Module | Callable[[], nn.Module], method: str, *, tar
     declaration = get_method(method)
     options = dict(options or {})
     if not isinstance(model, nn.Module):
-        with torch.device("meta"):
+        with torch.device("meta"), ShapesOnly():
             model = model()
     model = model if _on_meta(model) else meta_copy(model)
     total = NetworkCount(model, declaration, options, skip)
@@ -195,7 +196,8 @@ def solve_budget(model: nn.Module | Callable[[], nn.Module], method: str, *, tar
 
     # check the analytic count against a real substitution (on meta: shapes only)
     built = meta_copy(model)
-    substitute(built, method, hp, options=options, skip=skip)
+    with ShapesOnly():
+        substitute(built, method, hp, options=options, skip=skip)
     counted = count_model(built, input_shape)
     if counted.params != achieved:
         raise RuntimeError(f"method {method!r} declares {achieved:,} parameters at {hp!r} but its layers "

@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from .config import ExperimentConfig
+from .meta import ShapesOnly
 
 
 @dataclass
@@ -57,20 +58,20 @@ def build_network(config: ExperimentConfig, num_classes: int, input_shape: tuple
         return create_model(config.model.name, num_classes=num_classes, in_channels=input_shape[0],
                             **config.model.kwargs)
 
-    with torch.device("meta"):
+    with torch.device("meta"), ShapesOnly():
         dense_count = count_model(make_dense(), input_shape)
 
     hp, target, gap = sub.hp, None, None
     if sub.budget is not None or sub.budget_params is not None:
-        with torch.device("meta"):
+        with torch.device("meta"), ShapesOnly():
             solved = solve_budget(make_dense(), sub.method, target_params=sub.budget_params,
-                                  target_fraction=sub.budget, options=sub.options, skip=sub.skip,
-                                  input_shape=input_shape)
+                                  target_fraction=sub.budget, options=sub.options, skip=sub.skip)
         hp, target, gap = solved.hp, solved.target, solved.gap
 
     torch_device = torch.device(device)
-    model = make_dense()
-    report = substitute(model, sub.method, hp, options=sub.options, skip=sub.skip)
+    with ShapesOnly():  # acts on meta tensors only: a real model is initialised as always
+        model = make_dense()
+        report = substitute(model, sub.method, hp, options=sub.options, skip=sub.skip)
     model = model.to(torch_device)
     counted = count_model(model, input_shape)
     return BuiltNetwork(model=model, method=sub.method, hp=hp, params=counted.params, macs=counted.macs,

@@ -10,7 +10,9 @@ count a layer once per position it is applied at). ``nn.Conv2d``, ``nn.Linear`` 
 
 Spatial sizes come from forward hooks while one input goes through the model. The pass runs
 on the ``meta`` device (shapes only, no arithmetic), so WRN-50-2 counts in about a second;
-a model that cannot run on meta falls back to a real batch of one under ``no_grad``.
+a model that cannot run on meta falls back to a real batch of one under ``no_grad``. On meta a
+substitute does not run its layers: its figures are declared per input shape, so it only
+returns the conv's output shape (the executed cost is checked against the declaration in tests).
 
 Training-only modules: a model may list submodules that only run in training (an auxiliary
 head) in ``model.training_only_modules`` (name -> label). ``params`` is then the deployable
@@ -32,6 +34,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
+from .meta import ShapesOnly
 from .methods._common import SubstituteConv, conv_macs
 from .methods.registry import ConvSpec
 
@@ -206,15 +209,22 @@ def _count(model: nn.Module, input_shape: tuple[int, ...] | None, training: bool
 
     def run(net: nn.Module, device: torch.device) -> None:
         handles = [m.register_forward_hook(hook) for m in net.modules() if id(m) in by_id]
+        # on meta only shapes flow: a substitute's declared figures need its input shape alone, so it
+        # answers with its output shape instead of running (ACDC's FFT stack on meta cost seconds)
+        stubbed = [m for m in net.modules() if isinstance(m, SubstituteConv)] if device.type == "meta" else []
+        for module in stubbed:
+            module.forward = _shape_only(module)
         was_training = net.training
         try:
             net.train(training)
-            with torch.no_grad():
+            with torch.no_grad(), ShapesOnly():
                 net(torch.zeros((batch_size, *input_shape), device=device))
         finally:
             net.train(was_training)
             for handle in handles:
                 handle.remove()
+            for module in stubbed:
+                del module.forward
 
     try:
         on_meta = all(t.device.type == "meta" for t in (*model.parameters(), *model.buffers()))
@@ -236,6 +246,16 @@ def _count(model: nn.Module, input_shape: tuple[int, ...] | None, training: bool
             row.macs = (row.macs + batch_size // 2) // batch_size
     report.macs = sum(row.macs for row in report.layers)
     return report
+
+
+def _shape_only(module: SubstituteConv):
+    """A forward for ``module`` that returns an empty output of the conv's shape (meta counting)."""
+    spec = module.spec
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return x.new_empty((x.shape[0], spec.out_channels, *spec.out_hw(tuple(x.shape[-2:]))))
+
+    return forward
 
 
 def _device(model: nn.Module) -> torch.device:

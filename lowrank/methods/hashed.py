@@ -82,6 +82,8 @@ def hash_codes(count: int, real: int, seed: int, device: torch.device | str = "c
     """Packed int32 codes for flat indices 0..count-1: h(i) where sign is +1, ~h(i) where it is -1."""
     if count >= 2 ** 31:
         raise ValueError(f"hashed weight with {count} entries is too large (limit 2^31)")
+    if torch.device(device).type == "meta":  # shapes only (budget solving, counting): no values to hash
+        return torch.empty(count, device=device, dtype=torch.int32)
     key = torch.arange(count, device=device, dtype=torch.int64) ^ (seed & MASK32)
     a = mix32(key)
     bucket = a % real

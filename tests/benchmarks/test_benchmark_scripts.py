@@ -58,3 +58,14 @@ def test_overhead_harness_and_bare_loop_do_the_same_training(home):
     assert result["same_test_err1"], row
     assert row["ratio"] == pytest.approx(row["harness"]["seconds"] / row["bare"]["seconds"])
     assert result["ratio_min"] <= result["ratio_median"] <= result["ratio_max"]
+
+
+def test_solve_benchmark_times_real_solves_and_marks_unreachable_budgets():
+    solve = load_script("solve")
+    rows = solve.measure([REPO / "presets" / "quickstart.yaml"], ["tt", "generic"], repeat=1, default_budget=0.1)
+    assert [row["method"] for row in rows] == ["tt", "generic"]
+    for row in rows:  # the solved network meets the budget as build_network reports it
+        assert row["hp"] is not None and abs(row["achieved"] - row["target"]) / row["target"] < 0.05
+        assert 0 < row["min_s"] <= row["median_s"] <= row["max_s"]
+    out_of_reach = solve.measure([REPO / "presets" / "quickstart.yaml"], ["tt"], repeat=1, default_budget=0.9)
+    assert out_of_reach[0].get("unreachable") is True

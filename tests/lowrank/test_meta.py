@@ -1,0 +1,79 @@
+"""Shape-only work on meta: counting and solving skip value computations (issue 12: a DARTS solve with
+ACDC spent its seconds in meta-device FFTs and random initialisations) without changing a figure,
+and real tensors inside the mode are computed as always."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+from lowrank.count import count_model
+from lowrank.meta import ShapesOnly
+from lowrank.methods import acdc, hashed
+from lowrank.models import create_model
+from lowrank.substitute import substitute
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _refuse(*_args, **_kwargs):
+    raise AssertionError("a value computation ran on meta")
+
+
+def test_counting_on_meta_runs_no_structured_layer(monkeypatch):
+    with torch.device("meta"):
+        model = create_model("tiny_convnet", num_classes=10, in_channels=1)
+    substitute(model, "acdc", 2)
+    real = count_model(model.to_empty(device="cpu"), (1, 8, 8))  # the figures with the layers really run
+    monkeypatch.setattr(acdc.StackedACDCLinear, "transform", _refuse)
+    monkeypatch.setattr(torch.fft, "rfft", _refuse)
+    on_meta = count_model(model.to("meta"), (1, 8, 8))
+    assert (on_meta.params, on_meta.macs) == (real.params, real.macs)
+    assert [(r.name, r.macs, r.in_shape, r.out_shape) for r in on_meta.layers] == \
+        [(r.name, r.macs, r.in_shape, r.out_shape) for r in real.layers]
+
+
+def test_hash_codes_on_meta_are_shapes_only():
+    codes = hashed.hash_codes(1000, 37, seed=5, device="meta")
+    assert codes.is_meta and codes.shape == (1000,) and codes.dtype == torch.int32
+    real = hashed.hash_codes(1000, 37, seed=5)
+    assert real.dtype == torch.int32 and int(real.abs().max()) < 37 + 1  # the CPU codes are still hashed
+
+
+def test_shapes_only_skips_meta_initialisation_and_activations():
+    with ShapesOnly():
+        weight = torch.empty(4, 3, device="meta")
+        assert nn.init.kaiming_uniform_(weight) is weight
+        assert torch.relu(weight).shape == weight.shape and torch.relu(weight).is_meta
+        out = nn.functional.batch_norm(torch.empty(2, 3, 5, 5, device="meta"), None, None, training=True)
+        assert out.shape == (2, 3, 5, 5)
+
+
+def test_shapes_only_leaves_real_tensors_alone():
+    torch.manual_seed(0)
+    expected = nn.init.kaiming_uniform_(torch.empty(8, 8))
+    torch.manual_seed(0)
+    with ShapesOnly():
+        got = nn.init.kaiming_uniform_(torch.empty(8, 8))
+        x = torch.tensor([-1.0, 2.0])
+        assert torch.equal(torch.relu(x), torch.tensor([0.0, 2.0]))
+        assert torch.equal(nn.functional.relu(x.clone(), inplace=True), torch.tensor([0.0, 2.0]))
+    assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("method,hp", [("acdc", 3), ("sep_hashed", 0.2), ("tt", 0.5), ("generic", 0.3)])
+def test_build_network_figures_do_not_depend_on_the_device(method, hp):
+    """The worker builds on the CPU, count and compare on meta: the same numbers either way."""
+    from lowrank.build import build_network
+    from lowrank.config import load
+
+    config = load(REPO / "presets" / "quickstart.yaml", [f"substitute.method={method}", f"substitute.hp={hp}",
+                                              "substitute.options={}"])
+    cpu = build_network(config, 10, (1, 8, 8), device="cpu")
+    with torch.device("meta"):
+        meta = build_network(config, 10, (1, 8, 8), device="meta")
+    assert (meta.params, meta.macs, meta.dense_params, meta.dense_macs) == \
+        (cpu.params, cpu.macs, cpu.dense_params, cpu.dense_macs)
