@@ -90,3 +90,18 @@ def test_a_job_slurm_forgot_fails_the_unfinished_run(home, slurm_says):
     slurm_says(None)
     info = shown(run)
     assert info.state_shown == "failed/UNKNOWN" and "is gone" in info.error
+
+
+def test_ls_says_a_queued_slurm_run_waits_in_slurm_with_its_reason(home, slurm_says, monkeypatch):
+    """Not "waiting for the scheduler's next round": this host's queue never places a Slurm run."""
+    from typer.testing import CliRunner
+
+    from console.cli import app
+
+    run = slurm_run("queued", slurm="PENDING")
+    slurm_says("PENDING")
+    monkeypatch.setattr(slurm_state, "pending_reason", lambda job: "Resources")
+    result = CliRunner().invoke(app, ["ls"])
+    assert result.exit_code == 0, result.output
+    assert f"{run.run_id}: waiting in Slurm: job 42 PENDING (Resources)" in result.output
+    assert "scheduler" not in result.output

@@ -183,6 +183,15 @@ class SlurmBackend(Backend):
     def describe(self, handle: int | str) -> str:
         return f"Slurm job {handle}"
 
+    def waiting(self, status: Mapping[str, Any]) -> str | None:
+        """``waiting in Slurm: job 42_3 PENDING (Resources)``: Slurm's own reason, never this host's queue."""
+        job = status.get("slurm_job_id")
+        if not job:
+            return "not yet submitted to Slurm"
+        reason = slurm_state.pending_reason(str(job)) if slurm_state.available() else None
+        return f"waiting in Slurm: job {job} {status.get('slurm_state') or 'PENDING'}" + (f" ({reason})" if reason
+                                                                                          else "")
+
     # ---------------------------------------------------------------- follow
 
     def alive(self, status: Mapping[str, Any]) -> bool | None:
