@@ -286,7 +286,7 @@ class SlurmConfig(Section):
     qos: str | None = None
     constraint: str | None = None
     array_parallelism: int = Field(64, ge=1)  # compare sweeps: how many array tasks run at once
-    signal_delay_s: int = Field(120, ge=1)  # seconds before the time limit Slurm signals the worker
+    signal_delay_s: int = Field(120, ge=1)  # seconds before the time limit Slurm signals the worker (at most (time*60-30)/2)
     max_requeues: int = Field(3, ge=0)  # preemptions/time limits survived by requeueing from the checkpoint
     extra: dict[str, Any] = Field(default_factory=dict)  # further sbatch options, e.g. {exclude: node3}
 

@@ -61,6 +61,10 @@ class Backend(abc.ABC):
     def check(self, config: Mapping[str, Any], home: Path | None = None) -> None:
         """Refuse (UserError) a run this backend cannot start, before its directory exists."""
 
+    def waiting(self, status: Mapping[str, Any]) -> str | None:
+        """Why a queued run of this backend has not started, in its words (None: nothing to say)."""
+        return None
+
     def describe(self, handle: int | str) -> str:
         """How a handle that :meth:`start` returned is shown (``pid 123``, ``Slurm job 42``)."""
         return f"pid {handle}"

@@ -62,6 +62,7 @@ WORKER_MODULE = "lowrank.train"
 TORCHRUN = ["-m", "torch.distributed.run", "--standalone"]  # the elastic launcher, one node, own rendezvous
 WORKER_ENV = "LOWRANK_WORKER"  # module name or path of a .py file to run instead (tests use a fake worker)
 NVML_WAIT_SECONDS = 5.0
+EXIT_WAIT_SECONDS = 30.0  # after the grace: a worker that recorded its stop gets this long more to exit
 
 
 # ---------------------------------------------------------------- the run's processes
@@ -252,7 +253,8 @@ def kill_run(run: RunDir, *, grace: float = 10.0, force: bool = False,
     """Stop a run and every process it started; the run ends ``killed``.
 
     SIGTERM to the worker (it stops at the next step and writes its final status), up
-    to ``grace`` seconds, then SIGKILL to all processes of the run still alive (``force``
+    to ``grace`` seconds (plus :data:`EXIT_WAIT_SECONDS` once it has written that status and
+    is only slow to exit), then SIGKILL to all processes of the run still alive (``force``
     skips the SIGTERM). A queued run is simply cancelled. On a GPU host, waits up to
     ``nvml_wait`` seconds for the run's pids to leave the GPUs and reports any that stay.
     """
@@ -272,7 +274,13 @@ def kill_run(run: RunDir, *, grace: float = 10.0, force: bool = False,
     if worker is not None and not force:
         _signal(worker, signal.SIGTERM)  # only the worker: it shuts its DataLoader down itself
         if _wait_gone([worker], grace):
-            report.message = f"worker ignored SIGTERM for {grace:g}s; "
+            if run.read_status().get("state") in FINAL_STATES:
+                # it stopped at a step and recorded so: only its exit is slow (torch's interpreter
+                # teardown, torchrun's agent waiting for its ranks, on a loaded host): let it finish
+                if _wait_gone([worker], EXIT_WAIT_SECONDS):
+                    report.message = f"worker stopped but had not exited {grace + EXIT_WAIT_SECONDS:g}s after SIGTERM; "
+            else:
+                report.message = f"worker ignored SIGTERM for {grace:g}s; "
         # stragglers (a child that ignores SIGTERM, an orphan) get a moment, then SIGKILL
         _wait_gone(list(targets.values()), min(1.0, max(0.0, grace - (time.monotonic() - began))))
 

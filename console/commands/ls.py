@@ -127,7 +127,7 @@ def _table(infos) -> None:
         console = Console(width=240)
     console.print(table)
     for info in [info for info in infos if info.state == "queued"][:5]:  # the queue explains itself
-        why = info.waiting or "waiting for the scheduler's next round"
+        why = info.waiting or _backend_waiting(info) or "waiting for the scheduler's next round"
         Console(stderr=True, soft_wrap=True).print(f"[blue]{markup(info.run_id)}[/]: {markup(why, 300)}",
                                                    highlight=False)
     failed = [info for info in infos if info.state == "failed" and info.error]
@@ -138,3 +138,12 @@ def _table(infos) -> None:
     for info in unreadable[-5:]:  # never hidden: say why each cannot be read
         Console(stderr=True, soft_wrap=True).print(f"[magenta]{markup(info.run_id)}[/]: {markup(info.error, 500)}",
                                                    highlight=False)
+
+
+def _backend_waiting(info) -> str | None:
+    """Why a queued run of another backend (Slurm) waits, as that backend says; this host's queue is not it."""
+    from console import backends
+
+    if info.backend in (None, backends.DEFAULT) or info.backend not in backends.REGISTRY:
+        return None
+    return backends.get(info.backend).waiting(info.to_dict())

@@ -12,6 +12,7 @@ metrics events like the real worker, stops at the next step on SIGTERM/SIGINT (e
     orphan: false             a grandchild that calls setsid() and whose parent exits
     ignore_sigterm: false     the worker itself ignores SIGTERM
     vanish: false             exit(3) mid-run without writing a final state
+    slow_exit: 0              seconds between recording a stop and exiting (a slow interpreter teardown)
 
 The pids of every helper process it started are written to ``RUN_DIR/fake_children.json``.
 """
@@ -134,6 +135,7 @@ def main() -> int:
                 run.append_metric({"event": "end", "state": "killed"})
                 run.update_status(state="killed", ended=now_iso(), exit_code=code,
                                   error=f"stopped by {signal.Signals(STOP[0]).name}")
+                time.sleep(float(fake.get("slow_exit", 0)))
                 return code
             if fake.get("vanish") and epoch == start_epoch and step == 1:
                 os._exit(3)

@@ -118,6 +118,20 @@ def test_force_kill_of_worker_ignoring_sigterm(fake):
     assert status["state"] == "killed" and "SIGKILL" in status["error"]
 
 
+def test_a_worker_that_stopped_but_exits_slowly_is_not_sigkilled(fake):
+    """It recorded its stop within the grace and then took longer to exit (torch's teardown, torchrun's
+    agent waiting for its ranks, on a loaded host): the kill waits for it, and never says it ignored SIGTERM."""
+    run = RunDir.create(fake_config(epochs=1000, slow_exit=2.5), home=fake)
+    start_worker(run, gpus=[])
+    children_of(run)  # it is training
+    pid = run.read_status()["pid"]
+    report = kill_run(run, grace=0.5)
+    assert report.sigkilled == [] and report.survivors == [] and pid in report.exited, report
+    assert "ignored SIGTERM" not in report.message
+    status = run.read_status()
+    assert status["state"] == "killed" and status["error"] == "stopped by SIGTERM"
+
+
 @pytest.mark.slow
 def test_fifty_launch_kill_cycles_leave_no_process(fake):
     recorded: dict[int, float] = {}

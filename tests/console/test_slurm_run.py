@@ -1,4 +1,4 @@
-"""A tiny run submitted to the real Slurm cluster runs to ``finished``: ``ls --json`` shows its
+"""A quickstart submitted to the real Slurm cluster runs to ``finished``: ``ls --json`` shows its
 ``slurm_job_id`` and Slurm's state, sacct has the job COMPLETED, ``logs`` prints the worker's
 output, and this host's scheduler never touched it. Bad input creates nothing."""
 
@@ -8,14 +8,15 @@ import json
 
 import pytest
 
-from slurm_helpers import cli, sacct_states, slurm_env, status, wait_left_queue, wait_state, write_preset
+from slurm_helpers import REPO, cli, sacct_states, slurm_env, status, wait_left_queue, wait_state, write_preset
 
 
 @pytest.mark.slurm
 def test_a_run_submitted_to_slurm_finishes(home, tmp_path, slurm_home):
+    """The quickstart preset itself (2 of its epochs), as the README's third line sends it."""
     env = slurm_home
-    preset = write_preset(tmp_path, epochs=2)
-    done = cli("run", str(preset), "--backend", "slurm", "--json", env=env)
+    preset = REPO / "presets" / "quickstart.yaml"
+    done = cli("run", str(preset), "--backend", "slurm", "--set", "train.epochs=2", "--json", env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     summary = json.loads(done.stdout)
     assert summary["state"] == "finished" and summary["test_err1"] is not None

@@ -38,6 +38,7 @@ from .shared_fs import check_shared
 FOLDER = "slurm"  # under LOWRANK_HOME: submitit's sbatch scripts, pickles and job logs (%j = job id)
 ENV_KEYS = ("PYTHONPATH", "LOWRANK_HOME", "LOWRANK_WORKER", "OMP_NUM_THREADS", "LOWRANK_FAULT")
 KILL_WAIT_S = 60.0  # after scancel: how long the job may take to leave squeue (Slurm's KillWait and more)
+LIMIT_CHECK_S = 30  # Slurm looks at time limits this often, and signals once the limit is within delay + this
 
 
 def _unavailable() -> UserError:
@@ -46,16 +47,27 @@ def _unavailable() -> UserError:
                           "resources.backend=local")
 
 
+def signal_delay(time_min: int, wanted: int) -> int:
+    """Seconds before the limit for Slurm's signal: ``wanted``, but at most half of what the limit
+    leaves after Slurm's check interval, so every attempt trains for a while before it is signalled.
+
+    Slurm signals once the limit is within ``delay + LIMIT_CHECK_S``: a 1-minute limit with the
+    default 120 s would signal each attempt as it starts, and the run would use up its requeues
+    without training."""
+    return max(1, min(wanted, (time_min * 60 - LIMIT_CHECK_S) // 2))
+
+
 def executor_parameters(config: Mapping[str, Any], run_name: str) -> dict[str, Any]:
     """submitit SlurmExecutor parameters from a run's config (``slurm:`` and ``resources.nproc``)."""
     slurm = dict(config.get("slurm") or {})
+    time_min = int(slurm.get("time") or 60)
     nproc = int((config.get("resources") or {}).get("nproc") or 1)
     extra = {str(key).replace("_", "-"): value for key, value in (slurm.get("extra") or {}).items()}
     if slurm.get("mem"):
         extra.setdefault("mem", slurm["mem"])  # as written (16G): submitit's own mem wants GB as a number
-    params = {"job_name": f"lowrank-{run_name}"[:120], "time": int(slurm.get("time") or 60),
+    params = {"job_name": f"lowrank-{run_name}"[:120], "time": time_min,
               "nodes": int(slurm.get("nodes") or 1), "ntasks_per_node": nproc,
-              "signal_delay_s": int(slurm.get("signal_delay_s") or 120),
+              "signal_delay_s": signal_delay(time_min, int(slurm.get("signal_delay_s") or 120)),
               "array_parallelism": int(slurm.get("array_parallelism") or 64),
               "additional_parameters": extra}
     for key in ("partition", "cpus_per_task", "account", "qos", "constraint"):
@@ -110,6 +122,10 @@ class SlurmBackend(Backend):
         config = first.read_config()
         params = executor_parameters(config, first.run_id if len(runs) == 1 else f"sweep-{first.run_id}")
         warning = check_shared(first.home, params.get("partition"))
+        wanted = int((config.get("slurm") or {}).get("signal_delay_s") or 120)
+        if params["signal_delay_s"] < wanted:
+            print(f"note: Slurm will signal {params['signal_delay_s']} s before the {params['time']}-minute limit "
+                  f"(slurm.signal_delay_s {wanted} leaves too little of it to train)", file=sys.stderr)
         env = {key: value for key, value in os.environ.items() if key in ENV_KEYS}
         env.update(extra_env or {})
         env["LOWRANK_HOME"] = str(first.home)
@@ -166,6 +182,15 @@ class SlurmBackend(Backend):
 
     def describe(self, handle: int | str) -> str:
         return f"Slurm job {handle}"
+
+    def waiting(self, status: Mapping[str, Any]) -> str | None:
+        """``waiting in Slurm: job 42_3 PENDING (Resources)``: Slurm's own reason, never this host's queue."""
+        job = status.get("slurm_job_id")
+        if not job:
+            return "not yet submitted to Slurm"
+        reason = slurm_state.pending_reason(str(job)) if slurm_state.available() else None
+        return f"waiting in Slurm: job {job} {status.get('slurm_state') or 'PENDING'}" + (f" ({reason})" if reason
+                                                                                          else "")
 
     # ---------------------------------------------------------------- follow
 

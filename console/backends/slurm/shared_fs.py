@@ -5,13 +5,16 @@ compute node, so ``LOWRANK_HOME`` must be on a filesystem the nodes share. No pr
 prove that from the login node; what can be seen is checked: on a partition with more than
 one node, a home on a memory or node-local filesystem (tmpfs, ramfs, /tmp, /var/tmp,
 /dev/shm) is refused, and one on a filesystem that is not a known network filesystem gets
-a warning. A one-node cluster shares everything with itself. ``LOWRANK_SLURM_SHARED=1``
-says "it is shared" and skips the check (a /tmp that really is a cluster mount).
+a warning -- unless every node of the partition is this host (a one-node cluster on the
+machine itself shares everything with itself; a one-node partition elsewhere does not).
+``LOWRANK_SLURM_SHARED=1`` says "it is shared" and skips the check (a /tmp that really is a
+cluster mount).
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -38,24 +41,37 @@ def filesystem_type(path: Path) -> str | None:
     return kind
 
 
-def partition_nodes(partition: str | None) -> int | None:
-    """How many nodes the partition (None: the default one) has, per ``sinfo``; None if unknown."""
-    argv = ["sinfo", "--noheader", "--format=%D"] + ([f"--partition={partition}"] if partition else [])
+def partition_hosts(partition: str | None) -> list[str] | None:
+    """The hostnames of the partition's nodes (None: the default partition), per ``sinfo``; None if unknown.
+
+    ``partition`` may name several (``gpu,cpu``), as sbatch allows."""
+    argv = ["sinfo", "--noheader", "--Node", "--format=%n|%P"]
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True).stdout
     except (OSError, subprocess.SubprocessError):
         return None
-    counts = [int(word) for word in out.split() if word.isdigit()]
-    return sum(counts) if counts else None
+    wanted = {name.strip() for name in partition.split(",")} if partition else None
+    hosts = set()
+    for line in out.splitlines():
+        host, _, part = line.strip().partition("|")
+        if host and (part.endswith("*") if wanted is None else part.rstrip("*") in wanted):
+            hosts.add(host)
+    return sorted(hosts) or None
+
+
+def is_this_host(host: str) -> bool:
+    """Whether a node's hostname names the machine this runs on."""
+    mine = {socket.gethostname(), socket.getfqdn(), "localhost"}
+    return host in mine or host.split(".")[0] in {name.split(".")[0] for name in mine}
 
 
 def check_shared(home: Path, partition: str | None) -> str | None:
     """Refuse a home the job's nodes cannot see; returns a warning (or None) when it may be local."""
     if os.environ.get(SHARED_ENV) == "1":
         return None
-    nodes = partition_nodes(partition)
-    if nodes is not None and nodes <= 1:
-        return None  # one node: the submitting host's files are the job's
+    hosts = partition_hosts(partition)
+    if hosts and all(is_this_host(host) for host in hosts):
+        return None  # the job runs on this machine: it sees this machine's files
     home = Path(home).resolve()
     kind = filesystem_type(home)
     where = f"{home} ({kind or 'unknown filesystem'})"

@@ -77,6 +77,13 @@ def forget() -> None:
     _cache = None
 
 
+def pending_reason(job_id: str) -> str | None:
+    """Why Slurm has not started the job (squeue's REASON: ``Resources``, ``Priority``, ...); None if unknown."""
+    out = _run(["squeue", "--noheader", "--array", "--jobs", job_id, "--format=%r"])
+    reason = (out or "").strip().splitlines()
+    return reason[0].strip() if reason and reason[0].strip() not in ("", "None") else None
+
+
 def ended_state(job_id: str) -> str | None:
     """The state of a job that left squeue: scontrol (recent jobs), then sacct; None if neither knows it."""
     out = _run(["scontrol", "--oneliner", "show", "job", job_id])
