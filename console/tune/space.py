@@ -37,7 +37,7 @@ class Param:
     def spec(self) -> str:
         if self.kind == "cat":
             return "cat:" + ",".join(yaml_value(choice) for choice in self.choices)
-        return f"{self.kind}:{self.low:g}:{self.high:g}"
+        return f"{self.kind}:{_exact(self.low)}:{_exact(self.high)}"
 
     def ends(self) -> list[Any]:
         """Values that bound the space (both ends, or every choice): validated up front."""
@@ -55,6 +55,12 @@ class Param:
 
     def to_dict(self) -> dict[str, Any]:
         return {"key": self.key, "spec": self.spec}
+
+
+def _exact(value: float | int) -> str:
+    """A bound as text that parses back to the same number (``:g`` kept 6 digits and wrote
+    10000000 as ``1e+07``, which ``int`` refuses: the manifest's space must read back exactly)."""
+    return str(value) if isinstance(value, int) else repr(float(value))
 
 
 def _bounds(key: str, kind: str, text: str, cast: Callable[[str], Any]) -> tuple[Any, Any]:

@@ -24,6 +24,10 @@ QUICKSTART = str(REPO / "presets" / "quickstart.yaml")
     ("model.kwargs.width=int:2:8", "int", 2, 8, ()),
     ("substitute.options.order=cat:riffle,random,none", "cat", None, None, ("riffle", "random", "none")),
     ("x.y=cat:1,2.5,true,null", "cat", None, None, (1, 2.5, True, None)),
+    # bounds the manifest once wrote with :g (6 digits, 1e+07 for an int) and read back changed
+    ("model.kwargs.width=int:1:10000000", "int", 1, 10000000, ()),
+    ("train.lr=float:0.123456789:0.2", "float", 0.123456789, 0.2, ()),
+    ("train.lr=log:1.23456789e-06:0.01", "log", 1.23456789e-06, 0.01, ()),
 ])
 def test_specs_parse(text, kind, low, high, choices):
     param = parse_param(text)
