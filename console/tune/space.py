@@ -43,6 +43,19 @@ class Param:
         """Values that bound the space (both ends, or every choice): validated up front."""
         return list(self.choices) if self.kind == "cat" else [self.low, self.high]
 
+    def probes(self) -> list[Any]:
+        """:meth:`ends`, and for a float range an inner point with a fraction: an integer key's
+        schema takes both ends of ``float:1:5`` (1.0 and 5.0) but no draw in between."""
+        if self.kind not in ("float", "log"):
+            return self.ends()
+        low, high = float(self.low), float(self.high)
+        for share in (0.382, 0.618, 0.5):
+            inner = math.exp(math.log(low) + share * math.log(high / low)) if self.kind == "log" \
+                else low + share * (high - low)
+            if not inner.is_integer():
+                return [low, high, inner]
+        return [low, high]
+
     def distribution(self):
         """The optuna distribution of this parameter."""
         from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
@@ -171,9 +184,11 @@ def check_space(space: Sequence[Param], validate: Callable[[list[str]], Any]) ->
     """Validate every end of every range through ``validate(overrides)`` (the config loader).
 
     Each value is tried alone on top of the others' low ends, so the error names the key
-    that the schema refuses (unknown key, wrong type, out of the schema's range).
+    that the schema refuses (unknown key, wrong type, out of the schema's range); a float
+    range is also tried at an inner point (:meth:`Param.probes`), so ``float:`` on an integer
+    key is refused here rather than failing every trial.
     """
     lows = {param.key: param.ends()[0] for param in space}
     for param in space:
-        for value in param.ends():
+        for value in param.probes():
             validate(overrides_for({**lows, param.key: value}))

@@ -92,6 +92,9 @@ def cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     (["--space", "train.lr=log:0:1"], "a log range needs 0 < LO < HI"),
     (["--space", "train.nope=float:0.1:1"], "--space: train.nope: unknown key"),
     (["--space", "train.lr=float:-1:1"], "--space: train.lr"),
+    # both ends of a float range on an integer key pass the schema (1.0, 5.0); no draw between does
+    (["--space", "train.epochs=float:1:5"], "--space: train.epochs: Input should be a valid integer"),
+    (["--space", "train.epochs=log:1:8"], "--space: train.epochs: Input should be a valid integer"),
     (["--space", "train.lr=log:1e-3:0.3", "--method", "nope", "--budget", "0.1"], "unknown method 'nope'"),
     (["--space", "train.lr=log:1e-3:0.3", "--budget", "1.5"], "budget 1.5 is not a fraction"),
     (["--space", "train.lr=log:1e-3:0.3", "--metric", "test_loss"], "unknown metric 'test_loss'"),
