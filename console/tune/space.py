@@ -37,11 +37,24 @@ class Param:
     def spec(self) -> str:
         if self.kind == "cat":
             return "cat:" + ",".join(yaml_value(choice) for choice in self.choices)
-        return f"{self.kind}:{self.low:g}:{self.high:g}"
+        return f"{self.kind}:{_exact(self.low)}:{_exact(self.high)}"
 
     def ends(self) -> list[Any]:
         """Values that bound the space (both ends, or every choice): validated up front."""
         return list(self.choices) if self.kind == "cat" else [self.low, self.high]
+
+    def probes(self) -> list[Any]:
+        """:meth:`ends`, and for a float range an inner point with a fraction: an integer key's
+        schema takes both ends of ``float:1:5`` (1.0 and 5.0) but no draw in between."""
+        if self.kind not in ("float", "log"):
+            return self.ends()
+        low, high = float(self.low), float(self.high)
+        for share in (0.382, 0.618, 0.5):
+            inner = math.exp(math.log(low) + share * math.log(high / low)) if self.kind == "log" \
+                else low + share * (high - low)
+            if not inner.is_integer():
+                return [low, high, inner]
+        return [low, high]
 
     def distribution(self):
         """The optuna distribution of this parameter."""
@@ -55,6 +68,12 @@ class Param:
 
     def to_dict(self) -> dict[str, Any]:
         return {"key": self.key, "spec": self.spec}
+
+
+def _exact(value: float | int) -> str:
+    """A bound as text that parses back to the same number (``:g`` kept 6 digits and wrote
+    10000000 as ``1e+07``, which ``int`` refuses: the manifest's space must read back exactly)."""
+    return str(value) if isinstance(value, int) else repr(float(value))
 
 
 def _bounds(key: str, kind: str, text: str, cast: Callable[[str], Any]) -> tuple[Any, Any]:
@@ -165,9 +184,11 @@ def check_space(space: Sequence[Param], validate: Callable[[list[str]], Any]) ->
     """Validate every end of every range through ``validate(overrides)`` (the config loader).
 
     Each value is tried alone on top of the others' low ends, so the error names the key
-    that the schema refuses (unknown key, wrong type, out of the schema's range).
+    that the schema refuses (unknown key, wrong type, out of the schema's range); a float
+    range is also tried at an inner point (:meth:`Param.probes`), so ``float:`` on an integer
+    key is refused here rather than failing every trial.
     """
     lows = {param.key: param.ends()[0] for param in space}
     for param in space:
-        for value in param.ends():
+        for value in param.probes():
             validate(overrides_for({**lows, param.key: value}))

@@ -24,6 +24,10 @@ QUICKSTART = str(REPO / "presets" / "quickstart.yaml")
     ("model.kwargs.width=int:2:8", "int", 2, 8, ()),
     ("substitute.options.order=cat:riffle,random,none", "cat", None, None, ("riffle", "random", "none")),
     ("x.y=cat:1,2.5,true,null", "cat", None, None, (1, 2.5, True, None)),
+    # bounds the manifest once wrote with :g (6 digits, 1e+07 for an int) and read back changed
+    ("model.kwargs.width=int:1:10000000", "int", 1, 10000000, ()),
+    ("train.lr=float:0.123456789:0.2", "float", 0.123456789, 0.2, ()),
+    ("train.lr=log:1.23456789e-06:0.01", "log", 1.23456789e-06, 0.01, ()),
 ])
 def test_specs_parse(text, kind, low, high, choices):
     param = parse_param(text)
@@ -88,6 +92,9 @@ def cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     (["--space", "train.lr=log:0:1"], "a log range needs 0 < LO < HI"),
     (["--space", "train.nope=float:0.1:1"], "--space: train.nope: unknown key"),
     (["--space", "train.lr=float:-1:1"], "--space: train.lr"),
+    # both ends of a float range on an integer key pass the schema (1.0, 5.0); no draw between does
+    (["--space", "train.epochs=float:1:5"], "--space: train.epochs: Input should be a valid integer"),
+    (["--space", "train.epochs=log:1:8"], "--space: train.epochs: Input should be a valid integer"),
     (["--space", "train.lr=log:1e-3:0.3", "--method", "nope", "--budget", "0.1"], "unknown method 'nope'"),
     (["--space", "train.lr=log:1e-3:0.3", "--budget", "1.5"], "budget 1.5 is not a fraction"),
     (["--space", "train.lr=log:1e-3:0.3", "--metric", "test_loss"], "unknown metric 'test_loss'"),
