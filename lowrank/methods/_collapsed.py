@@ -7,12 +7,13 @@ share: zero-padding to ``N = max(in, out)``, the two paths, the cache, and the c
 
 Counting follows what runs. The declared (eval) cost per position is the counted path's:
 ``min(fast cost, in*out)`` with ``path="auto"`` (the default), or the forced path's cost, and
-in eval mode the module runs exactly that path. Without autograd (``torch.no_grad()`` /
-``inference_mode``, the usual evaluation) the collapsed matrix is cached and rebuilt only when
-a parameter changes (its ``_version`` or storage changes), so a steady-state eval forward
-executes the declared mult-adds and nothing else; with autograd on it is rebuilt
-differentiably each forward. In training mode ``auto`` takes the path a wall-clock model says
-is faster for the actual number of positions; :meth:`CollapsibleLinear.batch_macs` says what
+in eval mode the module runs exactly that path. In eval mode (or without autograd) the
+collapsed matrix is cached and rebuilt only when a parameter or buffer changes (its ``_version``
+or storage) or the mode switches, so a steady-state eval forward executes the declared
+mult-adds and nothing else, also with autograd on (the gradient then rebuilds the matrix in
+backward); in training mode with autograd on it is rebuilt differentiably each forward. In
+training mode ``auto`` takes the path a wall-clock model says is faster for the actual number
+of positions; :meth:`CollapsibleLinear.batch_macs` says what
 that executes, including the matrix build (paid once per forward, i.e. once per batch), which
 ``lowrank count --train`` reports spread over the batch.
 """
@@ -52,20 +53,33 @@ def declared_per_position(in_features: int, out_features: int, fast_per_position
 
 
 class CollapsedCache:
-    """The effective matrix of ``module`` built once per parameter state, for no-grad forwards."""
+    """The effective matrix of ``module`` built once per parameter state, for eval forwards.
+
+    The key is every parameter's and buffer's device, dtype, storage and ``_version`` (bumped by any
+    in-place write autograd sees: optimizer steps, ``load_state_dict``, ``.to()``); writes through
+    ``p.data`` bypass the version counter, so the owner also drops the cache on every ``train()`` /
+    ``eval()`` switch (:meth:`clear`)."""
 
     def __init__(self) -> None:
         self._key: tuple | None = None
         self._matrix: torch.Tensor | None = None
 
-    def get(self, module: nn.Module, build: Callable[[], torch.Tensor]) -> torch.Tensor:
-        """``build()`` under no_grad, reused while no parameter of ``module`` has changed. Parameters
-        without storage (``torch.func`` transforms swap in batched tensors, whose ``requires_grad``
-        reads False) are never cached: built as the grad mode says."""
+    def clear(self) -> None:
+        """Forget the matrix: the next eval forward rebuilds it."""
+        self._key, self._matrix = None, None
+
+    @staticmethod
+    def key(module: nn.Module) -> tuple | None:
+        """The state the matrix depends on, or None for tensors without storage (``torch.func``
+        transforms swap in batched tensors): those are never cached."""
         try:
-            key = tuple((p.device, p.dtype, p.data_ptr(), p._version) for p in module.parameters())
+            return tuple((t.device, t.dtype, t.data_ptr(), t._version)
+                         for t in (*module.parameters(), *module.buffers()))
         except RuntimeError:
-            return build()
+            return None
+
+    def get(self, module: nn.Module, build: Callable[[], torch.Tensor], key: tuple) -> torch.Tensor:
+        """``build()`` under no_grad, reused while ``key`` (:meth:`key`) is unchanged."""
         if key != self._key or self._matrix is None:
             with torch.no_grad():
                 self._matrix = build()
@@ -73,11 +87,36 @@ class CollapsedCache:
         return self._matrix
 
 
+class _RebuiltInBackward(torch.autograd.Function):
+    """The cached matrix in the forward; in the backward the matrix is rebuilt from the parameters and
+    differentiated (as activation checkpointing does), so an eval forward with autograd on executes
+    only the counted path and still gives the parameters their exact gradients."""
+
+    @staticmethod
+    def forward(ctx, build, matrix, *params):  # noqa: D102 - see the class docstring
+        ctx.build = build
+        ctx.save_for_backward(*params)  # an in-place change before backward is refused by autograd
+        return matrix.view_as(matrix)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        params = ctx.saved_tensors
+        wanted = [p for p in params if p.requires_grad]
+        with torch.enable_grad():
+            grads = iter(torch.autograd.grad(ctx.build(), wanted, grad, allow_unused=True))
+        return (None, None, *(next(grads) if p.requires_grad else None for p in params))
+
+
 def collapsed_matrix(module: nn.Module, cache: CollapsedCache, build: Callable[[], torch.Tensor]) -> torch.Tensor:
-    """The effective matrix: cached when no gradient can flow, else built differentiably."""
-    if torch.is_grad_enabled() and any(p.requires_grad for p in module.parameters()):
+    """The effective matrix: built differentiably every forward in training mode with autograd on;
+    in eval mode (or without autograd) the cached one, its gradient, if any, from a rebuild in backward."""
+    params = list(module.parameters())
+    needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in params)
+    key = cache.key(module)
+    if key is None or (needs_grad and module.training):
         return build()
-    return cache.get(module, build)
+    matrix = cache.get(module, build, key)
+    return _RebuiltInBackward.apply(build, matrix, *params) if needs_grad else matrix
 
 
 class CollapsibleLinear(nn.Module):
@@ -97,6 +136,11 @@ class CollapsibleLinear(nn.Module):
         self.path = path
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         self._cache = CollapsedCache()
+
+    def train(self, mode: bool = True) -> "CollapsibleLinear":
+        """Switch mode and drop the cached matrix (see :class:`CollapsedCache`)."""
+        self._cache.clear()
+        return super().train(mode)
 
     # -- what a subclass declares ---------------------------------------------------------------
     def transform(self, z: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
@@ -134,7 +178,7 @@ class CollapsibleLinear(nn.Module):
         return torch.eye(self.in_features, self.n, device=p.device, dtype=p.dtype)
 
     def weight(self) -> torch.Tensor:
-        """The collapsed matrix for this forward (cached when no gradient is needed)."""
+        """The collapsed matrix for this forward (cached in eval mode or without autograd)."""
         return collapsed_matrix(self, self._cache, self.matrix)
 
     def counted_path(self) -> str:
@@ -173,8 +217,8 @@ class CollapsibleLinear(nn.Module):
 
     def batch_macs(self, positions: int) -> int:
         """Mult-adds one forward on ``positions`` vectors executes in the current mode: in training
-        (autograd on) the collapsed path pays one matrix build per forward; in eval (no_grad) it
-        uses the cached matrix."""
+        (autograd on) the collapsed path pays one matrix build per forward; in eval it uses the
+        cached matrix."""
         if self.path_for(positions) == "collapse":
             build = self.build_cost() if self.training else 0  # eval: the cached matrix
             return build + positions * self.in_features * self.out_features

@@ -32,8 +32,8 @@ reconstructed W has variance 2 / in, kaiming-normal (fan_in, ReLU gain) of the d
 The depthwise stage keeps PyTorch's default init.
 
 Mult-adds (per image): depthwise + out_h * out_w * out * in for the reconstructed 1x1. The
-reconstruction itself runs once per training forward, i.e. once per batch; in eval mode without
-autograd W is cached (rebuilt when a factor changes, :mod:`lowrank.methods._collapsed`), so a
+reconstruction itself runs once per training forward, i.e. once per batch; in eval mode (or
+without autograd) W is cached (rebuilt when a factor changes, :mod:`lowrank.methods._collapsed`), so a
 steady-state eval forward executes exactly the declared figure. It is left out of the per-image
 figure; each method exposes it as ``<method>_reconstruction_macs(spec, hp)`` and
 ``lowrank count --train`` adds it once per forward, spread over the batch.
@@ -184,8 +184,14 @@ class TensorPointwise(SubstituteConv):
         matrix = to_matrix(self.reconstruct(), self.outs, self.ins)
         return matrix.reshape(self.spec.out_channels, self.spec.in_channels, 1, 1)
 
+    def train(self, mode: bool = True) -> "TensorPointwise":
+        """Switch mode and drop the cached weight (see :class:`lowrank.methods._collapsed.CollapsedCache`)."""
+        self._cache.clear()
+        return super().train(mode)
+
     def weight(self) -> torch.Tensor:
-        """The pointwise weight for this forward: cached when no gradient can flow, else rebuilt."""
+        """The pointwise weight for this forward: cached in eval mode or without autograd (its gradient
+        then rebuilt in backward), rebuilt every forward in training mode."""
         return collapsed_matrix(self, self._cache, self.dense_weight)
 
     def train_macs(self, x: torch.Tensor) -> int:

@@ -12,6 +12,7 @@ counters paused inside it.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 
 import pytest
@@ -194,3 +195,62 @@ def test_wrn_28_10_acdc_executes_its_declared_mult_adds(monkeypatch):
         with torch.no_grad():
             module(x)
             assert executed(module, x, monkeypatch) == get_method("acdc").macs(spec, 21, in_hw)
+
+
+COLLAPSING = [(name, hp) for name, hp in (("acdc", 12), ("afdf", None), ("block_acdc", None), ("tt", 0.5),
+                                          ("tucker", 0.5), ("cp", 0.5))]
+
+
+def _hp(name, hp):
+    return get_method(name).hp.default if hp is None else hp
+
+
+@pytest.mark.parametrize("name,hp", COLLAPSING)
+def test_an_eval_forward_with_autograd_on_executes_the_declared_figure_and_trains_correctly(name, hp, monkeypatch):
+    """``model.eval()`` without ``torch.no_grad()`` (the way FLOP counters and many scripts call a model)
+    executes the declared mult-adds too; the gradient (the matrix rebuilt in backward) is the one of the
+    explicitly built matrix."""
+    spec = ConvSpec(16, 24, (3, 3), (1, 1), (1, 1), bias=True)
+    hp = _hp(name, hp)
+    module = get_method(name).build(spec, hp).eval()
+    x = torch.randn(1, 16, *IN_HW)
+    module(x)  # builds and caches
+    assert executed(module, x, monkeypatch) == get_method(name).macs(spec, hp, IN_HW)
+    reference = copy.deepcopy(module)
+    for sub in reference.modules():  # the reference builds its matrix differentiably in every forward
+        if hasattr(sub, "_cache"):
+            monkeypatch.setattr(sub, "weight", sub.matrix if hasattr(sub, "matrix") else sub.dense_weight)
+    module(x).square().sum().backward()
+    reference(x).square().sum().backward()
+    for (n, p), q in zip(module.named_parameters(), reference.parameters()):
+        assert (p.grad is None) == (q.grad is None), n
+        if p.grad is not None:
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=n)
+
+
+@pytest.mark.parametrize("name,hp", COLLAPSING)
+def test_the_eval_cache_is_dropped_when_the_mode_changes(name, hp):
+    """A write the version counter cannot see (``p.data``, as old-style code updates weights) is picked up at
+    the next train()/eval() switch, and a changed buffer (the random shuffle) rebuilds the matrix."""
+    spec = ConvSpec(16, 24, (3, 3), (1, 1), (1, 1))
+    module = get_method(name).build(spec, _hp(name, hp)).eval()
+    x = torch.randn(2, 16, *IN_HW)
+
+    def fresh():
+        clone = copy.deepcopy(module)
+        for sub in clone.modules():
+            if hasattr(sub, "_cache"):
+                sub._cache = type(sub._cache)()
+        return clone.eval()(x)
+
+    with torch.no_grad():
+        module(x)
+        for p in module.parameters():
+            p.data.mul_(1.3)
+        module.train()
+        module.eval()
+        torch.testing.assert_close(module(x), fresh())
+        for b in module.buffers():
+            if b.dtype == torch.long and b.numel() > 1:
+                b.copy_(b.flip(0))
+        torch.testing.assert_close(module(x), fresh())
