@@ -128,25 +128,29 @@ def _is_leaf(module: nn.Module) -> bool:
     return isinstance(module, LEAF_TYPES) or callable(getattr(module, "count_macs", None))
 
 
-def _leaf_macs(module: nn.Module, x: torch.Tensor) -> int:
-    """Mult-adds of one call of a leaf unit on a batch-of-one input ``x``."""
+def _leaf_macs(module: nn.Module, x: torch.Tensor, output: torch.Tensor | None = None) -> int:
+    """Mult-adds of one call of a leaf unit on a batch-of-one input ``x`` (``output``: what it returned)."""
     if callable(getattr(module, "count_macs", None)):
         return int(module.count_macs(x))
     if isinstance(module, SubstituteConv):
         return module.macs(tuple(x.shape[-2:]))
     if isinstance(module, nn.Conv2d):
+        if isinstance(output, torch.Tensor):  # the executed output size (asymmetric 'same' padding too)
+            kh, kw = module.kernel_size
+            per_position = module.out_channels * (module.in_channels // module.groups) * kh * kw
+            return output.shape[-2] * output.shape[-1] * per_position
         return conv_macs(ConvSpec.from_conv(module), tuple(x.shape[-2:]))
     rows = x.numel() // x.shape[-1]  # nn.Linear: every leading position is one in x out product
     return rows * module.in_features * module.out_features
 
 
-def _leaf_train_macs(module: nn.Module, x: torch.Tensor) -> int:
+def _leaf_train_macs(module: nn.Module, x: torch.Tensor, output: torch.Tensor | None = None) -> int:
     """Mult-adds of one training-mode call of a leaf unit on the whole batch ``x``."""
     if callable(getattr(module, "count_train_macs", None)):
         return int(module.count_train_macs(x))
     if isinstance(module, SubstituteConv):
         return int(module.train_macs(x))
-    return x.shape[0] * _leaf_macs(module, x[:1])
+    return x.shape[0] * _leaf_macs(module, x[:1], output)
 
 
 def _rows(model: nn.Module) -> tuple[dict[str, LayerCount], dict[int, LayerCount]]:
@@ -205,7 +209,7 @@ def _count(model: nn.Module, input_shape: tuple[int, ...] | None, training: bool
             row.out_shape = tuple(output.shape[1:]) if isinstance(output, torch.Tensor) else None
         row.calls += 1
         if _is_leaf(module):
-            row.macs += _leaf_train_macs(module, x) if training else _leaf_macs(module, x[:1])
+            row.macs += _leaf_train_macs(module, x, output) if training else _leaf_macs(module, x[:1], output)
 
     def run(net: nn.Module, device: torch.device) -> None:
         handles = [m.register_forward_hook(hook) for m in net.modules() if id(m) in by_id]

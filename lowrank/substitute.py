@@ -81,6 +81,20 @@ def _check_skip(skip: Sequence[str]) -> list[str]:
     return list(skip)
 
 
+def _unreproducible(conv: nn.Conv2d) -> str:
+    """Why no substitute can stand in for ``conv`` with its exact output (empty when one can).
+
+    Every substitute pads symmetrically with zeros, as ``ConvSpec`` describes: a conv that pads by
+    reflection/replication/circularly, or whose ``padding='same'`` is asymmetric (an even effective
+    kernel pads one more on the right), stays dense rather than change the network's shapes.
+    """
+    if conv.padding_mode != "zeros":
+        return f"padding_mode={conv.padding_mode!r} (substitutes pad with zeros)"
+    if conv.padding == "same" and any(d * (k - 1) % 2 for d, k in zip(conv.dilation, conv.kernel_size)):
+        return "padding='same' with an even kernel pads asymmetrically"
+    return ""
+
+
 def _walk(model: nn.Module, skip: Sequence[str]) -> tuple[list[PlannedLayer], list[PlannedLayer], list[str]]:
     rules = _check_skip(skip)
     convs = [(name, module) for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
@@ -90,6 +104,10 @@ def _walk(model: nn.Module, skip: Sequence[str]) -> tuple[list[PlannedLayer], li
         spec = ConvSpec.from_conv(conv)
         if conv.groups != 1:
             skipped.append(PlannedLayer(name, spec, f"grouped conv (groups={conv.groups})"))
+            continue
+        unsupported = _unreproducible(conv)
+        if unsupported:
+            skipped.append(PlannedLayer(name, spec, unsupported))
             continue
         for rule in rules:
             hit = SKIP_TOKENS[rule][0](name, conv, first) if rule.startswith("@") else fnmatch.fnmatchcase(name, rule)
