@@ -44,6 +44,13 @@ def family(records: dict[str, RunRecord], run_id: str) -> tuple[str, list[RunRec
     return label, _ordered(members)
 
 
+def sweep_members(records: dict[str, RunRecord], sweep_id: str) -> tuple[str, list[RunRecord]]:
+    """(label, finished and running runs) of the sweep ``sweep_id``; the label counts the runs still waiting."""
+    members = [r for r in records.values() if r.status.get("sweep") == sweep_id]
+    waiting = sum(r.info.state == "queued" for r in members)
+    return f"sweep {sweep_id}" + (f" ({waiting} queued)" if waiting else ""), _ordered(members)
+
+
 def selection(records: dict[str, RunRecord], run_ids: list[str]) -> tuple[str, list[RunRecord]]:
     """(label, finished and running runs) among the selected ``run_ids``."""
     return f"{len(run_ids)} selected run(s)", _ordered([records[rid] for rid in run_ids if rid in records])
@@ -106,7 +113,7 @@ class CompareScreen(Screen[None]):
     def poll(self) -> None:
         """Re-read the runs (a live sweep): redraw when any shown number changed."""
         label, runs = self.live()  # type: ignore[misc]
-        if [(r.run_id, r.cells) for r in runs] != [(r.run_id, r.cells) for r in self.runs]:
+        if label != self.label or [(r.run_id, r.cells) for r in runs] != [(r.run_id, r.cells) for r in self.runs]:
             self.label, self.runs = label, runs
             self.redraw()
 
