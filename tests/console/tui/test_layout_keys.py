@@ -48,6 +48,19 @@ def test_columns_collapse_by_priority_and_fit(width):
         assert dict(layout)["name"] == 40  # a whole long name, not cut at 24
 
 
+@pytest.mark.parametrize("width", [76, 116, 160, 196])
+def test_model_column_grows_into_spare_width(width):
+    """A long model name (tiny_convnet, wrn50_2_imagenet) is whole when there is room, and the
+    layout still fits; where there is none the column keeps its 9 cells."""
+    layout = dict(fit_columns(width, id_width=4, name_width=20, model_width=16))
+    assert sum(w + 2 for w in layout.values()) <= width
+    if "model" in layout:
+        spare = width - sum(w + 2 for w in layout.values())
+        assert layout["model"] == 16 or (layout["model"] >= 9 and spare == 0)
+    if width >= 160:
+        assert layout["model"] == 16
+
+
 def test_short_ids_are_unique_tails():
     ids = ["20240301-120000-quickstart-987b", "20240301-120100-quickstart-a006", "20240302-090000-wrn-live-a006"]
     short = short_ids(ids)
@@ -210,3 +223,12 @@ async def test_compare_scatter_draws_the_front(many):
         assert "cp" in screen.points and screen.points["cp"][0][2] is True  # running: hollow
         await pilot.press("m")
         assert screen.x_key == "macs"
+
+
+def test_detail_labels_never_touch_their_values():
+    from console.tui.detail import field_label
+
+    for label in ("id", "relaunched from", "CUDA (torch build)", "a label longer than sixteen"):
+        text = field_label(label) + "13.0"
+        assert text.startswith(label + " ") and text.endswith(" 13.0")
+    assert len(field_label("id")) == 16  # the column stays aligned for short labels
