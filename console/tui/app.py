@@ -56,11 +56,12 @@ class LowrankConsole(RunActions, App[None]):
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-medium"), (160, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
     BINDINGS = [
+        Binding("question_mark", "help", "Help"),  # first: the footer of an 80-column terminal shows it
         Binding("n", "launch", "Launch"), Binding("C", "sweep", "Sweep"), Binding("x", "kill", "Kill"), Binding("K", "kill", "Kill", show=False),
         Binding("r", "relaunch", "Relaunch"),
         Binding("l", "log", "Log"), Binding("c", "compare", "Compare"), Binding("T", "studies", "Studies", show=False), Binding("slash", "filter", "Filter"),
         Binding("f", "cycle_state", "State filter", show=False), Binding("t", "next_tab", "Tab", show=False),
-        Binding("question_mark", "help", "Help"), Binding("q", "quit", "Quit"),
+        Binding("q", "quit", "Quit"),
     ]
 
     def __init__(self, home: Path | str | None = None, *, snapshot_fn: Callable[[], Any] | None = None,
