@@ -69,8 +69,8 @@ class SweepAnswer:
     runs: list[str] = field(default_factory=list)
 
 
-def _cli(home: Path, args: list[str], timeout: float) -> subprocess.CompletedProcess:
-    env = {**os.environ, "LOWRANK_HOME": str(home), "COLUMNS": str(PLAN_WIDTH), "NO_COLOR": "1", "TERM": "dumb"}
+def _cli(home: Path, args: list[str], timeout: float, columns: int = PLAN_WIDTH) -> subprocess.CompletedProcess:
+    env = {**os.environ, "LOWRANK_HOME": str(home), "COLUMNS": str(columns), "NO_COLOR": "1", "TERM": "dumb"}
     try:
         return subprocess.run([sys.executable, "-m", "console.cli", *args], capture_output=True, text=True,
                               timeout=timeout, env=env, stdin=subprocess.DEVNULL)
@@ -84,10 +84,10 @@ def _failure(done: subprocess.CompletedProcess) -> SweepAnswer:
     return SweepAnswer(False, text)
 
 
-def preview(home: Path, request: SweepRequest, timeout: float = 600.0) -> SweepAnswer:
+def preview(home: Path, request: SweepRequest, timeout: float = 600.0, columns: int = PLAN_WIDTH) -> SweepAnswer:
     """The plan ``lowrank compare run --dry-run`` prints (solved hp, params, unreachable entries
     with their reachable range); nothing is created."""
-    done = _cli(home, [*request.arguments(), "--dry-run"], timeout)
+    done = _cli(home, [*request.arguments(), "--dry-run"], timeout, columns)
     if done.returncode != 0:
         return _failure(done)
     return SweepAnswer(True, done.stdout.rstrip() + ("\n" + done.stderr.rstrip() if done.stderr.strip() else ""))

@@ -48,6 +48,9 @@ class SweepScreen(ModalScreen[SweepRequest | None]):
     SweepScreen SelectionList { height: auto; max-height: 7; }
     SweepScreen Horizontal { height: auto; }
     SweepScreen Horizontal > Input { width: 1fr; }
+    SweepScreen #seeds { width: 14; }
+    SweepScreen Horizontal > Select { width: 1fr; }
+    SweepScreen Checkbox { width: auto; }
     SweepScreen #plan { height: auto; margin: 1 0; color: $text-muted; }
     SweepScreen #buttons { align-horizontal: right; }
     SweepScreen Button { margin-left: 2; }
@@ -62,6 +65,7 @@ class SweepScreen(ModalScreen[SweepRequest | None]):
         self.methods, self.placements = methods, placements
         self.previewed: SweepRequest | None = None  # the request whose plan is shown and runnable
         self.answer: SweepAnswer | None = None
+        self.plan_width = sweep_actions.PLAN_WIDTH
 
     def compose(self) -> ComposeResult:
         with VerticalScroll():
@@ -73,10 +77,12 @@ class SweepScreen(ModalScreen[SweepRequest | None]):
             with Horizontal():
                 yield Input(placeholder="budgets, e.g. 0.05,0.1", id="budgets")
                 yield Input(value="1", placeholder="seeds", id="seeds", type="integer")
-            yield Input(placeholder="grid: KEY.PATH=V1,V2 ... e.g. train.weight_decay=1e-4,5e-4", id="grid")
-            yield Input(placeholder="overrides (--set) for every run, e.g. train.epochs=5", id="overrides")
-            yield Select(self.placements, value=self.placements[0][1], allow_blank=False, id="placement")
-            yield Checkbox("skip unreachable entries (else an unreachable budget refuses the sweep)", id="skip")
+            with Horizontal():
+                yield Input(placeholder="grid: KEY=V1,V2 ... (train.weight_decay=1e-4,5e-4)", id="grid")
+                yield Input(placeholder="overrides: train.epochs=5 ...", id="overrides")
+            with Horizontal():
+                yield Select(self.placements, value=self.placements[0][1], allow_blank=False, id="placement")
+                yield Checkbox("skip unreachable", id="skip")
             yield Static("Preview shows the plan (solved hp, params, unreachable entries); nothing starts before "
                          "it.", id="plan", markup=False)
             with Horizontal(id="buttons"):
@@ -130,12 +136,13 @@ class SweepScreen(ModalScreen[SweepRequest | None]):
             self._show(SweepAnswer(False, error.render() if isinstance(error, UserError) else str(error)))
             return
         self.query_one("#plan", Static).update(f"planning {request.preset.name} (solving each budget)...")
+        self.plan_width = max(60, (self.query_one("#plan", Static).content_size.width or sweep_actions.PLAN_WIDTH) - 3)
         self.plan_in_thread(request)
 
     @work(thread=True, exclusive=True, group="sweep-plan")
     def plan_in_thread(self, request: SweepRequest) -> None:
         try:
-            answer = sweep_actions.preview(self.home, request)
+            answer = sweep_actions.preview(self.home, request, columns=self.plan_width)
         except UserError as error:
             answer = SweepAnswer(False, error.render())
         self.app.call_from_thread(self._planned, request, answer)
@@ -148,7 +155,9 @@ class SweepScreen(ModalScreen[SweepRequest | None]):
         self.answer = answer
         from console.safe_text import clean_block
 
-        self.query_one("#plan", Static).update(("" if answer.ok else "cannot plan: ") + clean_block(answer.text))
+        plan = self.query_one("#plan", Static)
+        plan.update(("" if answer.ok else "cannot plan: ") + clean_block(answer.text))
+        self.call_after_refresh(plan.scroll_visible, top=True)  # a short terminal: the plan, not the form
 
     def action_launch(self) -> None:
         """Launch the previewed plan; with changed fields (or none previewed) preview first."""

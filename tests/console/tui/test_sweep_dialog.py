@@ -61,8 +61,9 @@ async def test_sweep_from_the_dialog_runs_to_its_live_pareto_view(home, presets)
     app = console(home)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("C")
-        await settle(pilot, lambda: isinstance(app.screen, SweepScreen), timeout=60, what="sweep dialog")
+        await settle(pilot, lambda: isinstance(app.screen, SweepScreen) and app.screen.is_mounted, timeout=60, what="sweep dialog")
         dialog = app.screen
+        await pilot.pause(0.3)  # composed and drawn, as a user sees it before typing
         methods = dialog.query_one(SelectionList)
         names = [methods.get_option_at_index(i).value for i in range(methods.option_count)]
         assert {"separable", "generic", "tt"} <= set(names)  # the registry's methods
