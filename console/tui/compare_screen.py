@@ -23,7 +23,7 @@ from textual_plotext import PlotextPlot
 from console.safe_text import clean
 
 from .format import count, number, pct
-from .scatter import headroom, linear_ticks, log_ticks, marker, pareto_front, tick_label
+from .scatter import headroom, linear_ticks, log_axis, marker, pareto_front, tick_label
 from .watch import RunRecord
 
 SHOWN_STATES = ("finished", "running")
@@ -168,10 +168,8 @@ class CompareScreen(Screen[None]):
                                 label=f"{method} (running)" if hollow else method, marker=marker(index, hollow))
         legend_rows = sum(1 + any(r for *_, r in pts) for pts in self.points.values()) + (len(self.front) > 1)
         xs, ys = [x for x, _ in every], [y for _, y in every]
-        ticks = log_ticks(min(xs), max(xs))
-        lo, hi = math.log10(min(xs)), math.log10(max(xs))
-        pad = (hi - lo) * 0.08 or 0.1
-        plt.xlim(lo - pad, hi + pad)
+        lo, hi, ticks = log_axis(xs)
+        plt.xlim(lo, hi)
         plt.xticks([math.log10(t) for t in ticks], [tick_label(t) for t in ticks])
         y_lo, y_hi = headroom(ys, legend_rows, max(6, plot.size.height - 5))
         plt.ylim(y_lo, y_hi)
