@@ -36,7 +36,7 @@ from .watch import HostReader, MetricsCache, RunRecord, RunWatcher, gpu_runs, lo
 
 register_reconcilers()  # the runs table shows a Slurm run's state as Slurm sees it
 DEBOUNCE_SECONDS = 0.12
-MAIN_ONLY = {"studies", "launch", "kill", "relaunch", "log", "compare", "filter", "cycle_state", "toggle_mark", "next_tab", "mark_all", "clear_marks", "pick_sort", "reverse_sort"}
+MAIN_ONLY = {"studies", "launch", "sweep", "kill", "relaunch", "log", "compare", "filter", "cycle_state", "toggle_mark", "next_tab", "mark_all", "clear_marks", "pick_sort", "reverse_sort"}
 
 
 def console_commands() -> type:
@@ -56,11 +56,12 @@ class LowrankConsole(RunActions, App[None]):
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-medium"), (160, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
     BINDINGS = [
-        Binding("n", "launch", "Launch"), Binding("x", "kill", "Kill"), Binding("K", "kill", "Kill", show=False),
+        Binding("question_mark", "help", "Help"),  # first: the footer of an 80-column terminal shows it
+        Binding("n", "launch", "Launch"), Binding("C", "sweep", "Sweep"), Binding("x", "kill", "Kill"), Binding("K", "kill", "Kill", show=False),
         Binding("r", "relaunch", "Relaunch"),
         Binding("l", "log", "Log"), Binding("c", "compare", "Compare"), Binding("T", "studies", "Studies", show=False), Binding("slash", "filter", "Filter"),
         Binding("f", "cycle_state", "State filter", show=False), Binding("t", "next_tab", "Tab", show=False),
-        Binding("question_mark", "help", "Help"), Binding("q", "quit", "Quit"),
+        Binding("q", "quit", "Quit"),
     ]
 
     def __init__(self, home: Path | str | None = None, *, snapshot_fn: Callable[[], Any] | None = None,

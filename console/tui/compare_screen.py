@@ -23,7 +23,7 @@ from textual_plotext import PlotextPlot
 from console.safe_text import clean
 
 from .format import count, number, pct
-from .scatter import headroom, linear_ticks, log_ticks, marker, pareto_front, tick_label
+from .scatter import headroom, linear_ticks, log_axis, marker, pareto_front, tick_label
 from .watch import RunRecord
 
 SHOWN_STATES = ("finished", "running")
@@ -42,6 +42,13 @@ def family(records: dict[str, RunRecord], run_id: str) -> tuple[str, list[RunRec
         members = [r for r in records.values() if (r.info.model, r.info.dataset) == key]
         label = f"{base.info.model or '?'} on {base.info.dataset or '?'}"
     return label, _ordered(members)
+
+
+def sweep_members(records: dict[str, RunRecord], sweep_id: str) -> tuple[str, list[RunRecord]]:
+    """(label, finished and running runs) of the sweep ``sweep_id``; the label counts the runs still waiting."""
+    members = [r for r in records.values() if r.status.get("sweep") == sweep_id]
+    waiting = sum(r.info.state == "queued" for r in members)
+    return f"sweep {sweep_id}" + (f" ({waiting} queued)" if waiting else ""), _ordered(members)
 
 
 def selection(records: dict[str, RunRecord], run_ids: list[str]) -> tuple[str, list[RunRecord]]:
@@ -106,7 +113,7 @@ class CompareScreen(Screen[None]):
     def poll(self) -> None:
         """Re-read the runs (a live sweep): redraw when any shown number changed."""
         label, runs = self.live()  # type: ignore[misc]
-        if [(r.run_id, r.cells) for r in runs] != [(r.run_id, r.cells) for r in self.runs]:
+        if label != self.label or [(r.run_id, r.cells) for r in runs] != [(r.run_id, r.cells) for r in self.runs]:
             self.label, self.runs = label, runs
             self.redraw()
 
@@ -161,10 +168,8 @@ class CompareScreen(Screen[None]):
                                 label=f"{method} (running)" if hollow else method, marker=marker(index, hollow))
         legend_rows = sum(1 + any(r for *_, r in pts) for pts in self.points.values()) + (len(self.front) > 1)
         xs, ys = [x for x, _ in every], [y for _, y in every]
-        ticks = log_ticks(min(xs), max(xs))
-        lo, hi = math.log10(min(xs)), math.log10(max(xs))
-        pad = (hi - lo) * 0.08 or 0.1
-        plt.xlim(lo - pad, hi + pad)
+        lo, hi, ticks = log_axis(xs)
+        plt.xlim(lo, hi)
         plt.xticks([math.log10(t) for t in ticks], [tick_label(t) for t in ticks])
         y_lo, y_hi = headroom(ys, legend_rows, max(6, plot.size.height - 5))
         plt.ylim(y_lo, y_hi)

@@ -26,6 +26,11 @@ STATUS_FIELDS = (("waiting", "waiting"), ("pid", "pid"), ("host", "host"), ("dev
                  ("slurm_state", "slurm state"), ("slurm_node", "slurm node"))
 
 
+def field_label(label: str) -> str:
+    """A label padded to 16 cells, always followed by a blank (``CUDA (torch build) 13.0``)."""
+    return f"{label:<15} "
+
+
 def status_text(record: Any) -> Text:
     """State, error, progress and the numbers a researcher checks first."""
     info, status = record.info, record.status
@@ -43,14 +48,14 @@ def status_text(record: Any) -> Text:
                f"  test err {pct(status.get('test_err1'))}\n")
     for key, label in STATUS_FIELDS:
         if status.get(key) not in (None, "", []):
-            out.append(f"{label:<16}", style="dim")
+            out.append(field_label(label), style="dim")
             out.append(f"{clean(status[key])}\n")
     for label, value in provenance_lines(status.get("provenance")):  # what code ran (lowrank/provenance.py)
-        out.append(f"{label:<16}", style="dim")
+        out.append(field_label(label), style="dim")
         out.append(f"{clean(value)}\n")
-    out.append(f"{'id':<16}", style="dim")
+    out.append(field_label("id"), style="dim")
     out.append(f"{info.run_id}\n")
-    out.append(f"{'dir':<16}", style="dim")
+    out.append(field_label("dir"), style="dim")
     out.append(clean(info.path))
     return out
 

@@ -31,12 +31,14 @@ NAME_GROWS_AFTER = "eta"  # past this column a readable name (up to NAME_MID) be
 CELL_PADDING = 1  # DataTable's default: one blank each side of every cell
 
 
-def fit_columns(width: int, id_width: int, name_width: int) -> tuple[tuple[str, int], ...]:
+def fit_columns(width: int, id_width: int, name_width: int,
+                model_width: int = WIDTHS["model"]) -> tuple[tuple[str, int], ...]:
     """The columns shown in ``width`` terminal cells, in display order, with their widths.
 
     Columns are taken in :data:`PRIORITY` order while they fit (a column that does not fit
     is skipped, a later narrower one may still fit); the name column takes what is left,
-    up to its content's width. Pure, so every terminal size is testable without a screen.
+    up to its content's width, then the model column (``model_width``: its longest model
+    name; it starts at :data:`WIDTHS`' 9). Pure, so every terminal size is testable without a screen.
     """
     natural = dict(WIDTHS, id=max(2, min(id_width, ID_MAX)), name=max(4, min(name_width, NAME_MAX)))
     pad = 2 * CELL_PADDING
@@ -52,7 +54,11 @@ def fit_columns(width: int, id_width: int, name_width: int) -> tuple[tuple[str, 
             used += grown - chosen["name"]
             chosen["name"] = grown
     if "name" in chosen:
-        chosen["name"] = min(natural["name"], chosen["name"] + max(0, width - used))
+        grown = min(natural["name"], chosen["name"] + max(0, width - used))
+        used += grown - chosen["name"]
+        chosen["name"] = grown
+    if "model" in chosen:  # room to spare: whole model names (tiny_convnet, not tiny_conv)
+        chosen["model"] = max(chosen["model"], min(model_width, chosen["model"] + max(0, width - used)))
     return tuple((key, chosen[key]) for key, _ in COLUMNS if key in chosen)
 
 

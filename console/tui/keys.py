@@ -6,6 +6,7 @@ from __future__ import annotations
 # (keys as shown, app action or "" for a table-only key, what it does)
 KEYS: tuple[tuple[str, str, str], ...] = (
     ("n", "launch", "launch a run from a preset (file, --set overrides, name, GPU or queue)"),
+    ("C", "sweep", "sweep from a preset: methods x budgets x seeds x grid keys, plan preview, then the live compare view"),
     ("x", "kill", "kill the selected run(s), after a confirmation"),
     ("r", "relaunch", "relaunch the selected run(s): a new run from the same config, or resume"),
     ("l", "log", "full log of the highlighted run (follows new lines)"),

@@ -1,4 +1,4 @@
-"""The console's run actions -- ``n`` launch, ``x`` kill, ``r`` relaunch -- as an App mixin.
+"""The console's run actions -- ``n`` launch, ``C`` sweep, ``x`` kill, ``r`` relaunch -- as an App mixin.
 
 The dialogs run on the UI thread; everything that blocks (listing presets, validating a
 config -- which imports torch --, starting workers, killing with its grace period) runs
@@ -55,6 +55,58 @@ class RunActions:
             self.post_message(ActionDone(f"{type(error).__name__}: {error}", "error", "launch failed"))
             return
         self.post_message(ActionDone(f"{run.run_id}: {how}", title="launched"))
+
+    # -- C: sweep ---------------------------------------------------------------------------
+    def action_sweep(self) -> None:
+        self.open_sweep()
+
+    @work(thread=True, exclusive=True, group="sweep-dialog")
+    def open_sweep(self) -> None:
+        """List the presets and the registry's methods off the UI thread, then show the dialog."""
+        from . import sweep_actions
+        from .sweep_screen import SweepScreen, sweep_placements
+
+        dirs = self.presets_dirs or actions.presets_dirs()
+        presets = actions.list_presets(dirs)
+        if not presets:
+            where = ", ".join(map(str, dirs)) or "presets/ (none found; set $LOWRANK_PRESETS)"
+            self.post_message(ActionDone(f"no presets (*.yaml) in {where}", "error", "cannot sweep"))
+            return
+        try:
+            methods = sweep_actions.method_choices()
+        except (UserError, ValueError) as error:
+            self.post_message(ActionDone(error.render() if isinstance(error, UserError) else str(error), "error",
+                                         "cannot sweep"))
+            return
+        screen = SweepScreen(self.home, presets, dirs, methods, sweep_placements(self.snapshot))
+        self.call_from_thread(self.push_screen, screen, self._sweep_chosen)
+
+    def _sweep_chosen(self, request) -> None:
+        if request is not None:
+            self.notify(f"launching the sweep of {request.preset.name}...", timeout=3)
+            self.sweep_in_thread(request)
+
+    @work(thread=True, group="actions")
+    def sweep_in_thread(self, request) -> None:
+        """Create and queue the sweep's runs, then follow it live in the compare view."""
+        from . import sweep_actions
+
+        try:
+            answer = sweep_actions.launch(self.home, request)
+        except UserError as error:
+            answer = sweep_actions.SweepAnswer(False, error.render())
+        if not answer.ok:
+            self.post_message(ActionDone(answer.text, "error", f"cannot sweep {request.preset.name}"))
+            return
+        self.post_message(ActionDone(answer.text, title="sweep launched"))
+        self.call_from_thread(self.follow_sweep, answer.sweep)
+
+    def follow_sweep(self, sweep_id: str) -> None:
+        """The compare view of ``sweep_id``, re-read every second: points appear as its runs do."""
+        from .compare_screen import CompareScreen, sweep_members
+
+        self.push_screen(CompareScreen(*sweep_members(self.records, sweep_id),
+                                       live=lambda: sweep_members(self.records, sweep_id)))
 
     # -- x: kill ----------------------------------------------------------------------------
     def action_kill(self) -> None:

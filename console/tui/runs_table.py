@@ -96,7 +96,9 @@ class RunsTable(DataTable):
         """Choose columns and widths for the current width; rebuild the table when they change."""
         width = (self.size.width or 160) - SCROLLBAR
         names = [len(record.info.name or "") for record in self.records.values()]
-        layout = fit_columns(width, max(map(len, self.short.values()), default=4), max(names, default=4))
+        models = [len(record.info.model or "") for record in self.records.values()]
+        layout = fit_columns(width, max(map(len, self.short.values()), default=4), max(names, default=4),
+                             max(models, default=0))
         if layout == self.column_layout:
             return
         current = self.highlighted

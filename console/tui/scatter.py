@@ -21,8 +21,9 @@ def marker(index: int, hollow: bool = False) -> str:
 def log_ticks(low: float, high: float, most: int = 6) -> list[float]:
     """Round values (1, 2, 5 x 10^k) between ``low`` and ``high`` for a log axis, at most ``most``.
 
-    Where the range holds no round value (3786 .. 4491) the two ends rounded to 2
-    significant digits are used, so a tick never reads ``3786.0``.
+    Where the range holds no round value (3786 .. 4491) the two ends rounded inwards to the
+    fewest significant digits that keep them apart are used (``3.8k``, ``4.4k``; ``3.76k``,
+    ``3.78k`` for 3754 .. 3786), so a tick never reads ``3786.0`` and never falls outside.
     """
     if low <= 0 or high <= 0:
         return []
@@ -34,10 +35,30 @@ def log_ticks(low: float, high: float, most: int = 6) -> list[float]:
         if len(inside) >= 2:
             break
     if len(inside) < 2:
-        inside = sorted({float(f"{low:.2g}"), float(f"{high:.2g}")})
+        inside = _rounded_ends(low, high)
     while len(inside) > most:
         inside = inside[::2]
     return inside
+
+
+def _rounded_ends(low: float, high: float) -> list[float]:
+    """``low`` rounded up and ``high`` rounded down to the fewest significant digits (2 to 4)
+    that keep them apart; the single rounded value where the range is narrower still."""
+    for digits in (2, 3, 4):
+        step = 10.0 ** (math.floor(math.log10(high)) - digits + 1)
+        up, down = math.ceil(low / step - 1e-9) * step, math.floor(high / step + 1e-9) * step
+        if up < down:
+            return [float(f"{up:.{digits}g}"), float(f"{down:.{digits}g}")]
+    return [float(f"{(low + high) / 2:.3g}")]
+
+
+def log_axis(xs: Sequence[float], most: int = 6) -> tuple[float, float, list[float]]:
+    """(low, high) limits in log10 and the round ticks of a log axis showing every x > 0, with
+    a margin either side; every tick lies inside the limits (a narrow sweep still gets ticks)."""
+    lo, hi = math.log10(min(xs)), math.log10(max(xs))
+    pad = max((hi - lo) * 0.08, 0.02)
+    lo, hi = lo - pad, hi + pad
+    return lo, hi, [t for t in log_ticks(10 ** lo, 10 ** hi, most) if lo <= math.log10(t) <= hi]
 
 
 def linear_ticks(low: float, high: float, most: int = 5) -> list[float]:

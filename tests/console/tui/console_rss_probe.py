@@ -1,5 +1,6 @@
 """Run by test_console_memory.py in a fresh interpreter: the console launches a real run through
-its dialog (n, preset, CPU, Launch), waits until it trains, and prints what it cost the console:
+its dialog (n, preset, CPU, Launch), waits until it trains, then plans a sweep in the sweep
+dialog (C: the registry's methods, a dry-run plan), and prints what it cost the console:
 {"rss_mb": ..., "torch_imported": ...}. Usage: python console_rss_probe.py HOME"""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from textual.widgets import Select  # noqa: E402
 
 from console.tui.app import LowrankConsole  # noqa: E402
 from console.tui.launch_screen import LaunchScreen  # noqa: E402
+from console.tui.sweep_screen import SweepScreen  # noqa: E402
 from lowrank.rundir import RunDir  # noqa: E402
 from tui_helpers import NOW, no_gpu_snapshot, settle  # noqa: E402
 
@@ -37,6 +39,15 @@ async def main(home: Path) -> dict:
                      timeout=120, what="the worker training")
         await settle(pilot, lambda: app.runs_table.row_count == 1, timeout=30, what="the row")
         await pilot.pause(1.0)  # curves and detail drawn for the live run
+        await pilot.press("C")  # a sweep planned too: methods and plan come from child processes
+        await settle(pilot, lambda: isinstance(app.screen, SweepScreen) and app.screen.is_mounted, timeout=120, what="sweep dialog")
+        dialog = app.screen
+        await pilot.pause(0.3)  # composed and drawn, as a user sees it before typing
+        dialog.query_one("SelectionList").select("generic")
+        dialog.query_one("#budgets").value = "0.3"
+        dialog.action_preview()
+        await settle(pilot, lambda: dialog.answer is not None, timeout=180, what="the sweep's plan")
+        assert dialog.answer.ok and "rank_fraction" in dialog.answer.text, dialog.answer.text
         result = {"rss_mb": psutil.Process().memory_info().rss / 2**20, "torch_imported": "torch" in sys.modules,
                   "pid": run.read_status().get("pid"), "run_dir": str(run.path)}
     return result

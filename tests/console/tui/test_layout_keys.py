@@ -12,7 +12,7 @@ from console.tui.compare_screen import CompareScreen
 from console.tui.format import PRIORITY, fit_columns, short_ids
 from console.tui.help_screen import HelpScreen
 from console.tui.runs_table import RunsTable
-from console.tui.scatter import FILLED, HOLLOW, headroom, linear_ticks, log_ticks, marker, pareto_front
+from console.tui.scatter import FILLED, HOLLOW, headroom, linear_ticks, log_axis, log_ticks, marker, pareto_front, tick_label
 from console.tui.sort_screen import SortScreen
 from tui_helpers import NOW, fake_snapshot, make_run, settle
 
@@ -46,6 +46,19 @@ def test_columns_collapse_by_priority_and_fit(width):
     if width >= 196:
         assert set(keys) == set(PRIORITY)
         assert dict(layout)["name"] == 40  # a whole long name, not cut at 24
+
+
+@pytest.mark.parametrize("width", [76, 116, 160, 196])
+def test_model_column_grows_into_spare_width(width):
+    """A long model name (tiny_convnet, wrn50_2_imagenet) is whole when there is room, and the
+    layout still fits; where there is none the column keeps its 9 cells."""
+    layout = dict(fit_columns(width, id_width=4, name_width=20, model_width=16))
+    assert sum(w + 2 for w in layout.values()) <= width
+    if "model" in layout:
+        spare = width - sum(w + 2 for w in layout.values())
+        assert layout["model"] == 16 or (layout["model"] >= 9 and spare == 0)
+    if width >= 160:
+        assert layout["model"] == 16
 
 
 def test_short_ids_are_unique_tails():
@@ -210,3 +223,28 @@ async def test_compare_scatter_draws_the_front(many):
         assert "cp" in screen.points and screen.points["cp"][0][2] is True  # running: hollow
         await pilot.press("m")
         assert screen.x_key == "macs"
+
+
+def test_detail_labels_never_touch_their_values():
+    from console.tui.detail import field_label
+
+    for label in ("id", "relaunched from", "CUDA (torch build)", "a label longer than sixteen"):
+        text = field_label(label) + "13.0"
+        assert text.startswith(label + " ") and text.endswith(" 13.0")
+    assert len(field_label("id")) == 16  # the column stays aligned for short labels
+
+
+@pytest.mark.parametrize("xs", [[3754, 3786], [3786, 4491.3], [1_000_000, 1_000_500], [7538], [11_018, 11_018],
+                                [40_000, 2_500_000], [0.5, 0.52], [999, 1001]])
+def test_log_axis_always_has_round_ticks_inside_its_limits(xs):
+    """A sweep of near-equal budgets (3,754 and 3,786 params) drew an x axis with no tick at
+    all: the one rounded value fell outside the limits."""
+    import math
+
+    lo, hi, ticks = log_axis(xs)
+    assert lo < math.log10(min(xs)) and math.log10(max(xs)) < hi
+    assert ticks and all(lo <= math.log10(t) <= hi for t in ticks)
+    assert len({tick_label(t) for t in ticks}) == len(ticks)  # distinct labels
+    assert all(float(f"{t:.4g}") == t for t in ticks)  # round: at most 4 significant digits
+    if max(xs) > min(xs) * 1.005:
+        assert len(ticks) >= 2
