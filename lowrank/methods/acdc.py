@@ -39,7 +39,7 @@ import torch.nn as nn
 
 from ._collapsed import CollapsibleLinear, declared_per_position
 from ._common import SeparableConv, depthwise_macs, depthwise_params, pointwise_hw, require_plain
-from .dct import cached_dct_matrix, dct, dct_macs, idct
+from .dct import cached_dct_matrix, dct, dct_macs, idct, makhoul_order, scale_in_dct_domain
 from .registry import ConvSpec, HyperParam, Method, register_method
 
 HP = HyperParam("layers", int, low=1, high=64, default=12, direction=1,
@@ -143,6 +143,8 @@ class StackedACDCLinear(CollapsibleLinear):
     def transform(self, z: torch.Tensor, dense_dct: bool = False) -> torch.Tensor:
         """The stack on length-N vectors along the last dimension: O(L N log N) each via the FFT,
         or with explicit N x N DCT matrices when ``dense_dct`` (same result, for small N)."""
+        if not dense_dct and not self.extra_riffle:
+            return self._spectral_transform(z)
         if dense_dct:
             c = cached_dct_matrix(self.n, z.device, z.dtype)
             forward, inverse = (lambda v: v @ c.t()), (lambda v: v @ c)  # dct(v) = v C^T, idct(v) = v C
@@ -156,6 +158,20 @@ class StackedACDCLinear(CollapsibleLinear):
             if self.perm is not None and layer < self.layers - 1:
                 z = z.index_select(-1, self.perm)
         return z
+
+    def _spectral_transform(self, z: torch.Tensor) -> torch.Tensor:
+        """:meth:`transform` via :func:`scale_in_dct_domain` per layer, the reorderings between layers
+        (idct's output order, the shuffle, the next dct's input order) composed into one gather."""
+        perm, inverse = makhoul_order(self.n, z.device)
+        v = z.index_select(-1, perm) * self.a[0].index_select(0, perm)
+        for layer in range(self.layers):
+            w = scale_in_dct_domain(v, self.d[layer])
+            if layer == self.layers - 1:
+                return w.index_select(-1, inverse)
+            # next input: ((w[inverse])[shuffle] * a)[perm] = w[inverse[shuffle[perm]]] * a[perm]
+            between = inverse if self.perm is None else inverse.index_select(0, self.perm)
+            v = w.index_select(-1, between.index_select(0, perm)) * self.a[layer + 1].index_select(0, perm)
+        return v  # unreachable: layers >= 1
 
     def matrix(self) -> torch.Tensor:
         """The effective (in_features, out_features) matrix W, so that the stack is x @ W (+ bias)."""

@@ -66,6 +66,48 @@ def idct(y: torch.Tensor) -> torch.Tensor:
     return v.index_select(-1, inverse_perm)
 
 
+def makhoul_order(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(perm, inverse): :func:`dct` reads its input as ``x[..., perm]``; :func:`idct` writes
+    ``v[..., inverse]``. Exposed so a stack of layers can compose the reorderings into one gather."""
+    perm, inverse, _ = _tables(n, device, torch.float32)
+    return perm, inverse
+
+
+def scale_in_dct_domain(v: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """``idct(dct(x) * d)`` in Makhoul order, in one spectrum: given ``v = x[..., perm]``, returns ``w``
+    with ``idct(dct(x) * d) == w[..., inverse]`` (:func:`makhoul_order`).
+
+    Follows :func:`dct` and :func:`idct` through the diagonal without assembling the real DCT
+    coefficients: with ``u = rfft(v) * t`` (t the scaled twiddles), dct gives X[k] = Re u[k] and
+    X[N-k] = -Im u[k]; idct of X*d takes the spectrum (d[k] X[k] - i d[N-k] X[N-k]) / t[k]
+    = (d[k] Re u[k] + i d[N-k] Im u[k]) / t[k] (bin 0 has no imaginary part; for even N the
+    Nyquist bin k = N/2 is d[N/2] X[N/2] (1 - i) / t[N/2]). Two FFTs and three pointwise passes,
+    where dct then idct make about a dozen (the ACDC fast path's cost, issue 12).
+    """
+    n = v.shape[-1]
+    _, _, twiddle = _tables(n, v.device, v.dtype)
+    half = n // 2 + 1
+    partner = _partners(n, v.device)
+    imag_scale = d.index_select(0, partner) * (partner != 0)  # d[N-k]; bin 0 (partner 0) has none
+    scale = torch.stack([d[:half], imag_scale], dim=-1)
+    u = torch.view_as_real(torch.fft.rfft(v, dim=-1) * twiddle) * scale
+    if n % 2 == 0:
+        u[..., -1, 1] = -u[..., -1, 0]  # the Nyquist bin: X[N/2] enters as its real and -imaginary part
+    return torch.fft.irfft(torch.view_as_complex(u) / twiddle, n=n, dim=-1)
+
+
+_PARTNERS: dict[tuple, torch.Tensor] = {}
+
+
+def _partners(n: int, device: torch.device) -> torch.Tensor:
+    """N - k for the rfft bins k = 0..N//2 (0 for k = 0)."""
+    key = (n, str(device))
+    if key not in _PARTNERS:
+        k = torch.arange(n // 2 + 1)
+        _PARTNERS[key] = ((n - k) % n).to(device)
+    return _PARTNERS[key]
+
+
 def dct_matrix(n: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """The N x N orthonormal DCT-II matrix C (so ``dct(x) == x @ C.T``), built from the cosine formula."""
     k = torch.arange(n, dtype=torch.float64)[:, None]

@@ -139,13 +139,20 @@ def test_macs_formula_counts_transforms_and_collapse():
             return fn(z)
         return wrapped
 
-    original = (acdc_module.dct, acdc_module.idct)
+    def counting_fused(fn):  # idct(dct(v) * d) in one spectrum: two transforms of v's size
+        def wrapped(v, d):
+            calls.extend([v.numel(), v.numel()])
+            return fn(v, d)
+        return wrapped
+
+    original = (acdc_module.dct, acdc_module.idct, acdc_module.scale_in_dct_domain)
     acdc_module.dct, acdc_module.idct = counting(original[0]), counting(original[1])
+    acdc_module.scale_in_dct_domain = counting_fused(original[2])
     try:
         module.acdc.path = "fast"
         module(x)
     finally:
-        acdc_module.dct, acdc_module.idct = original
+        acdc_module.dct, acdc_module.idct, acdc_module.scale_in_dct_domain = original
     n, positions = 64, hw[0] * hw[1]
     assert len(calls) == 2 * layers and all(c == positions * n for c in calls)
     fast_per_position = layers * (2 * n * 6 + 2 * n)  # 2 DCTs of N log2 N + 2 diagonals per layer
@@ -171,3 +178,23 @@ def test_half_precision_input_runs_the_fast_path_in_float32():
     y = stack(x)
     assert y.dtype == torch.bfloat16
     torch.testing.assert_close(y.float(), stack(x.float()), atol=0.05, rtol=0.05)
+
+
+@pytest.mark.parametrize("shuffle", ["riffle", "random", "none"])
+@pytest.mark.parametrize("n,layers", [(1, 2), (7, 3), (8, 1), (33, 4), (256, 2)])
+def test_fast_path_equals_the_layer_by_layer_definition(shuffle, n, layers):
+    """The fast path (one spectrum per layer, reorderings composed into one gather) is
+    C^-1 D C A x per layer with the shuffle between layers, as written in the paper."""
+    from lowrank.methods.dct import dct, idct
+
+    stack = acdc_module.StackedACDCLinear(n, n, layers, shuffle=shuffle, seed=7, path="fast").double()
+    with torch.no_grad():
+        stack.a.normal_()
+        stack.d.normal_()
+    x = torch.randn(4, n, dtype=torch.float64)
+    z = x
+    for layer in range(layers):
+        z = idct(dct(z * stack.a[layer]) * stack.d[layer])
+        if stack.perm is not None and layer < layers - 1:
+            z = z.index_select(-1, stack.perm)
+    assert torch.allclose(stack.transform(x), z, atol=1e-12)

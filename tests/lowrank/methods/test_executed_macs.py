@@ -108,6 +108,9 @@ def counted_transforms(mode: ExecutedMacs, flops: FlopCounterMode, monkeypatch):
     for module in (acdc_module, block_module):
         monkeypatch.setattr(module, "dct", charge(module.dct, dct_macs))
         monkeypatch.setattr(module, "idct", charge(module.idct, dct_macs))
+    # ACDC's fused stage idct(dct(x) * d): two transforms and the diagonal, n products per vector
+    monkeypatch.setattr(acdc_module, "scale_in_dct_domain",
+                        charge(acdc_module.scale_in_dct_domain, lambda n: 2 * dct_macs(n) + n))
     monkeypatch.setattr(torch.fft, "fft", charge(torch.fft.fft, fft_cost))
     monkeypatch.setattr(torch.fft, "ifft", charge(torch.fft.ifft, fft_cost))
     yield
