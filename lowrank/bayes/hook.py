@@ -48,6 +48,10 @@ class BayesRun:
         self.clipped = [] if settings.clip_var is None else (
             [layer for _, layer in self.layers[:1]] if clip == "first" else [layer for _, layer in self.layers])
         self.objective: BayesObjective | None = None
+        # (layer, log-variance) of each entry of _tops: the largest value each held before a step, the
+        # last finite one kept - once a NaN step has spread through Adam, every layer is non-finite
+        self._watched = [(name, key) for name, layer in self.layers for key in layer.log_variances()]
+        self._tops: torch.Tensor | None = None
 
     def wrap(self, objective: Any) -> BayesObjective:
         self.objective = BayesObjective(objective, [layer for _, layer in self.layers], self.settings.kl_weight,
@@ -57,6 +61,15 @@ class BayesRun:
     def begin_step(self, epochs_done: float) -> None:
         if self.objective is not None:
             self.objective.progress = epochs_done
+        self._watch()
+
+    @torch.no_grad()
+    def _watch(self) -> None:
+        """Note each log-variance's maximum before the step (on the device: no sync), keeping the
+        last finite value, so :meth:`blame` can name the layer that overflowed after all are NaN."""
+        tops = torch.stack([tensor.detach().max().float() for _, layer in self.layers
+                            for tensor in layer.log_variances().values()])
+        self._tops = tops if self._tops is None else torch.where(torch.isfinite(tops), tops, self._tops)
 
     def after_step(self) -> None:
         for layer in self.clipped:
@@ -64,22 +77,22 @@ class BayesRun:
 
     @torch.no_grad()
     def blame(self) -> str:
-        """'; log-variance overflow in LAYER (...)' naming the worst layer, for the NaN message."""
-        worst: tuple[float, str, str] | None = None
-        for name, layer in self.layers:
-            for param_name, tensor in layer.log_variances().items():
-                top = float(tensor.nan_to_num(nan=math.inf).max())
-                if worst is None or top > worst[0]:
-                    worst = (top, name, param_name)
-            for param_name, tensor in layer.named_parameters():
-                if not torch.isfinite(tensor).all():
-                    return f"; layer {name}: {param_name} is not finite (log-variances overflow exp above ~88)"
-        if worst is None:
-            return ""
-        top, name, param_name = worst
+        """'; log-variance overflowed in LAYER (...)' for the NaN message: the layer whose log-variance
+        was the largest before the steps (the last finite value), and the layers non-finite now."""
+        current = [(float(tensor.nan_to_num(nan=-math.inf).max()), name, key) for name, layer in self.layers
+                   for key, tensor in layer.log_variances().items()]
+        if self._tops is not None:  # before the steps: afterwards a NaN has reached every layer
+            current = [(float(top), name, key) for top, (name, key) in zip(self._tops.cpu(), self._watched)]
+        finite = [row for row in current if math.isfinite(row[0]) or row[0] == math.inf]
+        broken = [name for name, layer in self.layers
+                  if not all(bool(torch.isfinite(p).all()) for p in layer.parameters())]
+        if not finite:
+            return f"; layers {', '.join(broken)} are not finite" if broken else ""
+        top, name, param_name = max(finite)
         verdict = "overflowed" if top > EXP_OVERFLOW else "is the largest"
-        return (f"; log-variance {verdict} in layer {name} ({param_name} max {top:.4g}); lower train.lr, set "
-                f"train.grad_clip or bayes.clip_var/clip_layers=all")
+        now = f"; non-finite parameters now in {', '.join(broken)}" if broken else ""
+        return (f"; log-variance {verdict} in layer {name} ({param_name} max {top:.4g}){now}; lower train.lr, "
+                f"set train.grad_clip or bayes.clip_var/clip_layers=all")
 
     @torch.no_grad()
     def kept(self) -> tuple[dict[str, torch.Tensor], list[Kept], str | None]:
@@ -123,9 +136,14 @@ class BayesRun:
         masked = evaluate(self.model)
         comp = compression(kept)
         facts: dict[str, Any] = {"unmasked_test_err1": unmasked["err1"], "masked_test_err1": masked["err1"]}
+        gap = None
         if chain_problem is None:
             pruned = export_pruned(self.model, kept)
-            gap = max_output_gap(self.model, pruned, test_loader, move)
+            try:  # a connection the call order cannot see (a residual add) gives shapes that do not fit
+                gap = max_output_gap(self.model, pruned, test_loader, move)
+            except RuntimeError as error:
+                chain_problem = f"the pruned model does not run ({str(error).splitlines()[0]})"
+        if chain_problem is None:
             quantised = export_pruned(self.model, kept, bits=comp.significand)
             save_pruned(run_dir / PRUNED_FILE, pruned, kept, config)
             facts.update(pruned_test_err1=evaluate(pruned)["err1"], quantised_test_err1=evaluate(quantised)["err1"],

@@ -11,8 +11,9 @@ As the authors' tutorial (compression.py) computes them, per Bayesian layer, ove
   architecture factor  dense weights / kept weights                   (counts weights, not biases)
   precision factor     32 * dense weights / sum(kept weights * bits)  ("with weight uncertainty")
 
-The tutorial rounds the weights with its exponent bits by a zip-order slip in
-compute_reduced_weights; we round to the significand bits, which is what the paper describes.
+The quantised model rounds each layer's weights as the tutorial's special_round does, to a grid of
+step 2^-s (s the layer's significand bits): an absolute grid, coarser for weights below 1 in
+magnitude than a float with s significand bits would be, so its error is a pessimistic figure.
 """
 
 from __future__ import annotations

@@ -9,7 +9,9 @@ forward pass calls them (traced once with a sample input):
                     linear's input features of c is; feature f lives if its z is kept and its channel lives
   linear -> linear  unit j lives if the second keeps input j (its z); the first loses output row j
 
-Removing a dead unit is exact when what lies between the layers maps 0 to 0 channel-wise (ReLU,
+A connection with another weighted module between (a layer left dense, BatchNorm) removes nothing:
+each side keeps its own groups, and the last Bayesian layer keeps all its outputs (pruned filters
+stay as zero filters). Removing a dead unit is exact when what lies between the layers maps 0 to 0 channel-wise (ReLU,
 max/avg pooling, flatten, dropout): the masked model and the pruned model then agree, which
 :func:`lowrank.bayes.report` checks on the test set rather than assumes (BatchNorm, for one, maps
 0 to a constant).
@@ -75,12 +77,21 @@ def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
         layer.mask.copy_(masks[name].to(layer.mask.dtype))
 
 
+def _weighted(module: nn.Module) -> bool:
+    """A leaf module with parameters or buffers (a dense conv/linear, BatchNorm): between two Bayesian
+    layers it breaks the chain - it does not map a removed unit's 0 to 0, or it expects every unit."""
+    if isinstance(module, BayesLayer) or any(True for _ in module.children()):
+        return False
+    return any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.buffers(recurse=False))
+
+
 @torch.no_grad()
 def call_order(model: nn.Module, sample: torch.Tensor) -> list[str]:
-    """The Bayesian layers' names in the order one forward pass calls them."""
+    """The names of the Bayesian layers, and of the other weighted leaf modules (see ``_weighted``)
+    between and after them, in the order one forward pass calls them."""
     order: list[str] = []
-    handles = [layer.register_forward_hook(lambda m, i, o, n=name: order.append(n))
-               for name, layer in bayes_layers(model)]
+    handles = [module.register_forward_hook(lambda m, i, o, n=name: order.append(n))
+               for name, module in model.named_modules() if isinstance(module, BayesLayer) or _weighted(module)]
     was_training = model.training
     model.eval()
     try:
@@ -89,26 +100,38 @@ def call_order(model: nn.Module, sample: torch.Tensor) -> list[str]:
         model.train(was_training)
         for handle in handles:
             handle.remove()
-    return order
+    bayes = {name for name, _ in bayes_layers(model)}
+    first = next((i for i, name in enumerate(order) if name in bayes), len(order))
+    return order[first:]
 
 
 @torch.no_grad()
 def kept_units(model: nn.Module, masks: dict[str, torch.Tensor], order: list[str]) -> list[Kept]:
-    """Follow the masks through the chain ``order``; raises NotAChain where it cannot."""
+    """Follow the masks through the chain ``order``; raises NotAChain where it cannot.
+
+    Units are removed across a connection only where the forward pass calls no other weighted module
+    between the two Bayesian layers; the last Bayesian layer keeps all its outputs (what reads them is
+    not Bayesian, or they are the logits), its pruned filters staying as zeros."""
     layers = dict(bayes_layers(model))
-    if len(order) != len(set(order)) or set(order) != set(layers):
+    named = [name for name in order if name in layers]
+    if len(named) != len(set(named)) or set(named) != set(layers):
         raise NotAChain("each Bayesian layer must be called exactly once per forward pass")
-    chain = [(name, layers[name]) for name in order]
+    chain = [(name, layers[name]) for name in named]
+    positions = [order.index(name) for name in named]
+    linked = [positions[i + 1] == positions[i] + 1 for i in range(len(chain) - 1)]
     keep_in, keep_out, delivered = [], [], [None] * len(chain)
-    for name, layer in chain:  # each layer's own groups
+    for index, (name, layer) in enumerate(chain):  # each layer's own groups
         if isinstance(layer, BayesLinear):
             keep_in.append(masks[name].clone())
             keep_out.append(torch.ones(layer.out_features, dtype=torch.bool, device=masks[name].device))
         else:
             keep_in.append(torch.ones(layer.in_channels, dtype=torch.bool, device=masks[name].device))
-            keep_out.append(masks[name].clone())
+            own = masks[name].clone()
+            keep_out.append(own if index < len(chain) - 1 and linked[index] else torch.ones_like(own))
     for i in range(len(chain) - 1):  # each connection: a unit lives if both sides keep it
         (first_name, first), (second_name, second) = chain[i], chain[i + 1]
+        if not linked[i]:
+            continue  # a dense layer or BatchNorm between: each side keeps its own groups only
         outputs, inputs = keep_out[i], keep_in[i + 1]
         if isinstance(second, BayesLinear) and isinstance(first, BayesConv2d):
             if second.in_features % first.out_channels:

@@ -97,14 +97,16 @@ def load_pruned(path: Path | str, num_classes: int, in_channels: int, device: st
 
 
 def baseline_error(home: Path, name: str | None, seed: int) -> tuple[float | None, str | None]:
-    """test_err1 and run id of the latest finished run called ``name`` with this seed in results.csv."""
+    """test_err1 and run id of the latest finished run called ``name`` with this seed in results.csv
+    (also as ``lowrank run --set train.seed=N`` names it: ``NAME seed=N``)."""
     if not name:
         return None, None
+    names = {name, f"{name} seed={seed}"}
     found: tuple[float | None, str | None] = (None, None)
     try:
         with open(home / RESULTS_FILE, encoding="utf-8", errors="replace", newline="") as handle:
             for row in csv.DictReader(handle):
-                if row.get("name") == name and row.get("seed") == str(seed) and row.get("test_err1"):
+                if row.get("name") in names and row.get("seed") == str(seed) and row.get("test_err1"):
                     try:
                         found = (float(row["test_err1"]), row.get("run_id"))
                     except ValueError:

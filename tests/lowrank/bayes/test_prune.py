@@ -106,3 +106,34 @@ def test_rounding_is_to_a_grid_of_two_to_the_minus_bits():
     w = torch.tensor([0.30, -0.30, 0.12, 1.0])
     assert rounded(w, 2).tolist() == [0.25, -0.25, 0.0, 1.0]
     assert torch.equal(rounded(w, None), w)
+
+
+def conv_stack(batch_norm: bool) -> nn.Sequential:
+    norm = (lambda c: nn.BatchNorm2d(c)) if batch_norm else (lambda c: nn.Identity())
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), norm(4), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1), norm(6),
+                         nn.ReLU(), nn.Conv2d(6, 5, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(5 * 36, 7))
+
+
+@pytest.mark.parametrize("batch_norm, layers, skip", [
+    (False, "convs", []),  # the last Bayesian conv feeds a dense linear
+    (False, "all", ["3"]),  # a dense conv between two Bayesian ones
+    (False, "linears", []),
+    (True, "all", []),  # BatchNorm maps a pruned channel's 0 to a constant
+    (True, "convs", []),
+])
+def test_pruning_stops_at_dense_layers_and_batch_norm_and_stays_exact(batch_norm, layers, skip):
+    torch.manual_seed(0)
+    model = conv_stack(batch_norm)
+    if batch_norm:  # running statistics away from (0, 1), as after training
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-1, 1)
+                module.bias.data.uniform_(-1, 1)
+    convert(model, layers, skip)
+    for _, layer in bayes_layers(model):
+        prune_groups(layer, [1])
+    model.eval()
+    sample = torch.randn(6, 1, 6, 6)
+    kept, pruned = masked_and_pruned(model, sample[:1])
+    assert (model(sample) - pruned(sample)).abs().max() <= 1e-5
+    assert pruned(sample).shape == (6, 7)
