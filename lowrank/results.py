@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from .rundir import CONFIG_FILE, RESULT_COLUMNS, RESULTS_FILE, RunDir, budget_of, file_lock, open_append
+from .rundir import CONFIG_FILE, RESULT_COLUMNS, RESULTS_FILE, RunDir, budget_of, file_lock, open_append, results_columns
 
 
 ROW_STATES = ("finished", "pruned")  # the final states that get a results.csv row (a pruned trial: its best so far)
@@ -50,14 +50,15 @@ def write_result(run: RunDir, status: dict[str, Any], home: Path | None = None) 
     home.mkdir(parents=True, exist_ok=True)
     path = home / RESULTS_FILE
     row = results_row(run, status)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=RESULT_COLUMNS, extrasaction="ignore", lineterminator="\n")
     with file_lock(home / ".results.lock"):
         if _has_row(path, run.run_id):
             return False
+        columns = results_columns(path)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
         if not path.exists() or path.stat().st_size == 0:
             writer.writeheader()
-        writer.writerow({key: ("" if row.get(key) is None else row.get(key)) for key in RESULT_COLUMNS})
+        writer.writerow({key: ("" if row.get(key) is None else row.get(key)) for key in columns})
         fd = open_append(path)
         try:
             os.write(fd, buffer.getvalue().encode("utf-8"))

@@ -54,6 +54,10 @@ RESULT_COLUMNS = (
     "params", "macs", "dense_params", "dense_macs", "epochs", "seed",
     "final_val_err1", "best_val_err1", "test_err1", "test_err5", "test_loss",
     "train_seconds", "ended", "run_dir",
+    # Bayesian compression (bayes: runs; empty for others). Appended last: an older results.csv is
+    # migrated by :func:`lowrank.results.write_result` to this header, its rows keeping their values.
+    "compression_architecture", "compression_precision", "pruned_test_err1", "quantised_test_err1",
+    "dense_baseline_err1",
 )
 
 
@@ -313,21 +317,55 @@ def budget_of(config: dict[str, Any], status: dict[str, Any]) -> float | int | N
 
 # ---------------------------------------------------------------- results.csv
 
+def results_columns(path: Path) -> tuple[str, ...]:
+    """The columns to write under (called with the results lock held).
+
+    A file written by an older lowrank whose header is a prefix of :data:`RESULT_COLUMNS` is
+    migrated first: rewritten atomically with the full header, every row kept with empty new
+    columns. A header of any other shape (edited by hand) is written under as it is, so a row never
+    lands in the wrong column and nothing is rewritten that we do not understand.
+    """
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            rows = list(csv.reader(handle))
+    except FileNotFoundError:
+        return RESULT_COLUMNS
+    except (UnicodeDecodeError, csv.Error):  # damaged: never rewrite it, write under its header as it is
+        with open(path, encoding="utf-8", errors="replace", newline="") as handle:
+            return tuple(next(csv.reader(line.replace("\0", "") for line in handle), ())) or RESULT_COLUMNS
+    if not rows or not rows[0]:
+        return RESULT_COLUMNS
+    header = tuple(rows[0])
+    if header == RESULT_COLUMNS:
+        return RESULT_COLUMNS
+    if header != RESULT_COLUMNS[:len(header)]:
+        return header
+    missing = len(RESULT_COLUMNS) - len(header)
+    with atomic_replace(path, "w") as out:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(RESULT_COLUMNS)
+        writer.writerows(row + [""] * missing if len(row) == len(header) else row for row in rows[1:])
+    return RESULT_COLUMNS
+
+
+
 def append_result(row: dict[str, Any], home: Path | None = None) -> Path:
     """Append one row to ``$LOWRANK_HOME/results.csv`` under an exclusive lock.
 
-    The header is written by whichever writer finds the file empty; the row is
-    built in memory and written with one call so concurrent writers never interleave.
+    The header is written by whichever writer finds the file empty (an older header is migrated,
+    :func:`results_columns`); the row is built in memory and written with one call so concurrent
+    writers never interleave.
     """
     home = home or lowrank_home()
     home.mkdir(parents=True, exist_ok=True)
     path = home / RESULTS_FILE
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=RESULT_COLUMNS, extrasaction="ignore", lineterminator="\n")
     with file_lock(home / ".results.lock"):
+        columns = results_columns(path)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
         if not path.exists() or path.stat().st_size == 0:
             writer.writeheader()
-        writer.writerow({key: ("" if row.get(key) is None else row.get(key)) for key in RESULT_COLUMNS})
+        writer.writerow({key: ("" if row.get(key) is None else row.get(key)) for key in columns})
         fd = open_append(path)
         try:
             os.write(fd, buffer.getvalue().encode("utf-8"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -50,6 +51,11 @@ def test_digits_mlp_run_reports_compression_and_a_pruned_model_equal_to_the_mask
     assert report["training_examples"] == DIGITS_TRAIN
     kept = sum(row["kept_weights"] for row in report["layers"])
     assert status["compression_architecture"] == pytest.approx(report["bayes_dense_weights"] / kept)
+    # ... and the results.csv row carries the figures
+    with open(run.home / "results.csv", newline="") as handle:
+        row = next(r for r in csv.DictReader(handle) if r["run_id"] == run.run_id)
+    for key in ("compression_architecture", "compression_precision", "pruned_test_err1", "dense_baseline_err1"):
+        assert float(row[key]) == pytest.approx(status[key]), key
 
     # pruned.pt reloads (weights only) as a plain network with the reported error
     config = load(MLP_PRESET, SMALL_MLP)
