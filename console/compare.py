@@ -670,6 +670,8 @@ def render_plots(summary: Sequence[Mapping[str, Any]], *, metric: str = "test_er
     """Error against parameters and against mult-adds (log x), one series per method (plotext)."""
     import plotext as plt
 
+    from console.safe_text import clean
+
     charts = []
     for x_key, label in (("params", "parameters"), ("macs", "mult-adds")):
         series = _series(summary, x_key, metric)
@@ -682,14 +684,14 @@ def render_plots(summary: Sequence[Mapping[str, Any]], *, metric: str = "test_er
             # without colour the series differ by their marker character
             marker = "hd" if color else _MARKERS[index % len(_MARKERS)]
             if len(xs) > 1:
-                plt.plot(xs, ys, label=method, marker=marker)
+                plt.plot(xs, ys, label=clean(method), marker=marker)
             else:
-                plt.scatter(xs, ys, label=method, marker="x" if color else marker)
+                plt.scatter(xs, ys, label=clean(method), marker="x" if color else marker)
         plt.xscale("log")
         ticks = sorted({x for xs, _, _ in series.values() for x in xs})
         if ticks:
             plt.xticks(ticks, [_si(tick) for tick in ticks])
-        plt.title(f"{ERROR_METRICS.get(metric, metric)} vs {label} (log scale)")
+        plt.title(clean(f"{ERROR_METRICS.get(metric, metric)} vs {label} (log scale)"))
         plt.xlabel(label)
         plt.plotsize(width or min(plt.terminal_width() or 100, 110), height or 18)
         charts.append(plt.build())

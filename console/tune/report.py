@@ -65,7 +65,9 @@ def render_plots(report: Mapping[str, Any], *, width: int | None = None, height:
     """The objective against the trial number (with the best so far), and against each parameter."""
     import plotext as plt
 
-    metric = report.get("metric") or "objective"
+    from console.safe_text import clean
+
+    metric = clean(report.get("metric") or "objective")
     done = [t for t in report["trials"] if t["value"] is not None and t["state"] in ("complete", "pruned")]
     if not done:
         return ""
@@ -73,8 +75,8 @@ def render_plots(report: Mapping[str, Any], *, width: int | None = None, height:
     charts = []
 
     def finish(title: str, xlabel: str) -> None:
-        plt.title(title)
-        plt.xlabel(xlabel)
+        plt.title(clean(title))
+        plt.xlabel(clean(xlabel))
         plt.plotsize(*size)
         charts.append(plt.build())
 
@@ -108,8 +110,8 @@ def render_plots(report: Mapping[str, Any], *, width: int | None = None, height:
             if numeric:
                 plt.scatter([float(p[0]) for p in points], [p[1] for p in points], marker=marker, label=state)
             else:
-                choices = [str(choice) for choice in dict.fromkeys(str(t["params"].get(key)) for t in done)]
-                plt.scatter([choices.index(str(p[0])) for p in points], [p[1] for p in points], marker=marker,
+                choices = [clean(choice) for choice in dict.fromkeys(str(t["params"].get(key)) for t in done)]
+                plt.scatter([choices.index(clean(str(p[0]))) for p in points], [p[1] for p in points], marker=marker,
                             label=state)
                 plt.xticks(list(range(len(choices))), choices)
         if kind == "log":

@@ -253,3 +253,46 @@ def test_unreadable_status_is_replaced_not_merged_by_the_writer(tmp_path):
     assert run.read_status()["state"] == "unreadable"
     run.update_status(state="running", epoch=1)
     assert run.read_status()["state"] == "running" and "unreadable" not in run.read_status()
+
+
+EVIL = "\x1b]0;pwned\x07\x9b2J\x9d0;t\x9c[/bold]\u202eevil"
+
+
+def test_manifest_and_metric_strings_never_reach_the_terminal_raw(lowrank):
+    """A sweep manifest's method and names, and a metric key, end up in plot titles and
+    legends, CSV cells and the sweep list: each is stripped of control characters, and
+    markup in them cannot crash rich (before: compare ls raised MarkupError, the plots and
+    the CSV carried the escapes)."""
+    home = lowrank.home
+    make_run(home, GOOD)
+    bad = make_run(home, BAD)
+    bad.append_metric({"event": "step", "epoch": 2, "batch": 10, "batches": 10, "split": "train", EVIL: 1.0})
+    write_manifest(home)
+    path = home / "sweeps" / f"{SWEEP}.json"
+    manifest = json.loads(path.read_text())
+    manifest.update(name=EVIL, model=EVIL, preset=EVIL, methods=[EVIL])
+    for entry in manifest["entries"]:
+        entry["method"] = EVIL
+    path.write_text(json.dumps(manifest))
+    for reader in (["compare", "ls"], ["compare", "show", SWEEP], ["compare", "show", SWEEP, "--csv"],
+                   ["plot", BAD, "-m", EVIL, "--no-color", "--width", "80"]):
+        code, out, err = lowrank(*reader)
+        assert code == 0, (reader, err)
+        assert_no_terminal_control(out + err)
+        assert "\u202e" not in out + err and "[/bold]" in out + err, reader
+
+
+def test_a_damaged_config_refuses_relaunch_in_one_line(lowrank):
+    """relaunch of a run whose config.yaml is not a usable mapping: one
+    line naming the file, no traceback, no new run (before: AttributeError / UnicodeDecodeError)."""
+    from test_bad_input import alias_bomb
+
+    run = make_run(lowrank.home, BAD)
+    run.update_status(state="killed")
+    for content in (b"[1, 2]\n", b"\xff\x00binary", b"name: x\nmodel: resnet\n",
+                    ("name: x\nmodel:\n  kwargs:\n" + alias_bomb(indent="    ")).encode()):
+        run.file("config.yaml").write_bytes(content)
+        code, out, err = lowrank("relaunch", BAD)
+        assert code == 2, (content[:20], err)
+        assert len(err.strip().splitlines()) == 1 and "config.yaml" in err, err
+        assert sorted(p.name for p in (lowrank.home / "runs").iterdir()) == [BAD]
