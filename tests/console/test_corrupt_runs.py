@@ -296,3 +296,41 @@ def test_a_damaged_config_refuses_relaunch_in_one_line(lowrank):
         assert code == 2, (content[:20], err)
         assert len(err.strip().splitlines()) == 1 and "config.yaml" in err, err
         assert sorted(p.name for p in (lowrank.home / "runs").iterdir()) == [BAD]
+
+
+def _entries(**fields):
+    return lambda manifest: {**manifest, "entries": [{**entry, **fields} for entry in manifest["entries"]]}
+
+
+# (case id, change of the sweep manifest): types a hand edit or a planted file can give it
+MANIFEST_CASES = [
+    ("entries-dict", lambda m: {**m, "entries": {"a": 1}}), ("entries-ints", lambda m: {**m, "entries": [1, 2]}),
+    ("run-id-int", _entries(run_id=5)), ("run-id-list", _entries(run_id=[1])),
+    ("run-id-traversal", _entries(run_id="../../../../tmp")), ("method-list", _entries(method=[1])),
+    ("budget-str", _entries(budget="big")), ("budget-list", _entries(budget=[1])), ("grid-list", _entries(grid=[1])),
+    ("grid-str", _entries(grid="x")), ("methods-dicts", lambda m: {**m, "methods": [{}]}),
+    ("budgets-strs", lambda m: {**m, "budgets": ["a"]}), ("not-an-object", lambda m: [1]),
+]
+
+
+@pytest.mark.parametrize("case", MANIFEST_CASES, ids=[case[0] for case in MANIFEST_CASES])
+def test_every_sweep_reader_survives_a_corrupt_manifest(case, lowrank):
+    """compare ls / show (table, --json, --csv) of a sweep whose manifest has the wrong types:
+    before, each case was a traceback in at least one of them (TypeError, ValueError)."""
+    home = lowrank.home
+    make_run(home, GOOD)
+    make_run(home, BAD)
+    write_manifest(home)
+    path = home / "sweeps" / f"{SWEEP}.json"
+    path.write_text(json.dumps(case[1](json.loads(path.read_text()))))
+    code, out, _ = lowrank("compare", "ls")
+    assert code == 0 and SWEEP in out  # listed, never hidden
+    code, out, _ = lowrank("compare", "ls", "--json")
+    assert code == 0 and SWEEP in {row["sweep"] for row in strict_json(out)}
+    for reader in (["compare", "show", SWEEP], ["compare", "show", SWEEP, "--csv"], ["compare", "show", SWEEP, "--json"]):
+        code, out, err = lowrank(*reader)
+        assert code in (0, 2), (reader, err)
+        if code == 2:
+            assert len(err.strip().splitlines()) == 1, err
+        elif "--json" in reader:
+            strict_json(out)
