@@ -28,7 +28,14 @@ def study_report(name: str, home: Path | None = None) -> dict[str, Any]:
 
     home = Path(home or lowrank_home()).resolve()
     manifest = studies.read_manifest(name, home)
-    study = studies.load_study(manifest)
+    try:
+        study = studies.load_study(manifest)
+    except Exception as error:  # noqa: BLE001 - a missing, damaged or foreign storage: the file's fault
+        from lowrank.errors import UserError
+
+        raise UserError(f"cannot open the study's storage {manifest['storage']!r}: {type(error).__name__}: "
+                        f"{str(error)[:200]}", file=str(studies.manifest_path(name, home)),
+                        hint="the storage (journal file or database) is missing or damaged") from None
     settle_all(study, manifest, home, orphans=False)
     recorded = manifest.get("trials", {})
     trials = []
@@ -103,6 +110,8 @@ def render_plots(report: Mapping[str, Any], *, width: int | None = None, height:
         if not color:
             plt.theme("clear")
         numeric = kind != "cat"
+        if not any(key in t["params"] for t in done):  # a key no trial sampled (a changed manifest): no chart
+            continue
         for state, marker in (("complete", "o" if not color else "hd"), ("pruned", "x")):
             points = [(t["params"].get(key), t["value"]) for t in done if t["state"] == state and key in t["params"]]
             if not points:
