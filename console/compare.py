@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from lowrank.errors import BudgetError, ConfigError, UserError
+from lowrank.run_files import number
 from lowrank.rundir import (CHECKPOINT_FILE, RunDir, atomic_write_text, file_lock, lowrank_home,
                             now_iso, read_json, runs_root)
 
@@ -364,11 +365,58 @@ def _manifest_lock(sweep_id: str, home: Path | None = None):
 
 
 def read_manifest(sweep_id: str, home: Path | None = None) -> dict[str, Any]:
-    """The manifest of ``sweep_id`` (exact id); UserError if there is none."""
+    """The manifest of ``sweep_id`` (exact id), checked (:func:`checked_manifest`); UserError if there is none."""
     data = read_json(manifest_path(sweep_id, home))
     if not data:
         raise UserError(f"no sweep {sweep_id!r} in {sweeps_root(home)}", hint="lowrank compare ls")
-    return data
+    return checked_manifest(data)
+
+
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a directory name under runs/: no '/', no '..'
+
+
+def _finite_or_none(value: Any) -> Any:
+    return value if number(value) is not None else None
+
+
+def checked_manifest(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A sweep manifest with every field the readers compute with of the type they expect.
+
+    A manifest is a file anyone can edit: entries that are not objects are dropped, a
+    run id that is not a plain directory name (``5``, ``../../x``) is no run (the entry
+    shows as skipped, never a path outside runs/), and a method, budget, seed, grid or
+    figure of the wrong type becomes text or None - so compare show/ls/resume and the
+    console show the sweep instead of crashing on it.
+    """
+    manifest = dict(data)
+    entries = []
+    for entry in manifest.get("entries") if isinstance(manifest.get("entries"), list) else []:
+        if not isinstance(entry, dict):
+            continue
+        entry = dict(entry)
+        run_id = entry.get("run_id")
+        if run_id is not None and not (isinstance(run_id, str) and _RUN_ID.match(run_id) and ".." not in run_id):
+            entry["run_id"] = None
+            entry["problem"] = f"unreadable manifest entry: run_id {str(run_id)[:60]!r} is not a run id"
+        entry["method"] = entry["method"] if isinstance(entry.get("method"), str) else str(entry.get("method"))
+        for key in ("budget", "hp", "params", "macs", "dense_params", "dense_macs"):
+            entry[key] = _finite_or_none(entry.get(key))
+        seed = entry.get("seed")
+        entry["seed"] = seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+        grid = entry.get("grid")
+        entry["grid"] = {str(k): str(v) for k, v in grid.items()} if isinstance(grid, dict) else {}
+        entries.append(entry)
+    manifest["entries"] = entries
+    for key in ("methods", "budgets", "seeds"):
+        if not isinstance(manifest.get(key), list):
+            manifest[key] = None
+    manifest["budgets"] = [b for b in manifest["budgets"] or [] if number(b) is not None] or None
+    manifest["methods"] = [str(m) for m in manifest["methods"] or [] if isinstance(m, (str, int, float))] or None
+    for key in ("dense_params", "dense_macs"):
+        manifest[key] = _finite_or_none(manifest.get(key))
+    if not isinstance(manifest.get("requirement"), (dict, type(None))):
+        manifest["requirement"] = None
+    return manifest
 
 
 def sweep_ids(home: Path | None = None) -> list[str]:
@@ -628,7 +676,11 @@ def list_sweeps(home: Path | None = None) -> list[dict[str, Any]]:
     for sweep_id in sweep_ids(home):
         manifest = read_json(manifest_path(sweep_id, home))
         if not manifest:
+            out.append({"sweep": sweep_id, "created": None, "preset": None, "model": None, "dataset": None,
+                        "methods": None, "budgets": None, "seeds": None, "runs": 0,
+                        "states": {"unreadable": 1}})  # shown, never hidden
             continue
+        manifest = checked_manifest(manifest)
         states = _count(status.get("state") for _, status in entry_statuses(manifest, home, check=False))
         out.append({"sweep": sweep_id, "created": manifest.get("created"), "preset": manifest.get("preset"),
                     "model": manifest.get("model"), "dataset": manifest.get("dataset"),
@@ -670,6 +722,8 @@ def render_plots(summary: Sequence[Mapping[str, Any]], *, metric: str = "test_er
     """Error against parameters and against mult-adds (log x), one series per method (plotext)."""
     import plotext as plt
 
+    from console.safe_text import clean
+
     charts = []
     for x_key, label in (("params", "parameters"), ("macs", "mult-adds")):
         series = _series(summary, x_key, metric)
@@ -682,14 +736,14 @@ def render_plots(summary: Sequence[Mapping[str, Any]], *, metric: str = "test_er
             # without colour the series differ by their marker character
             marker = "hd" if color else _MARKERS[index % len(_MARKERS)]
             if len(xs) > 1:
-                plt.plot(xs, ys, label=method, marker=marker)
+                plt.plot(xs, ys, label=clean(method), marker=marker)
             else:
-                plt.scatter(xs, ys, label=method, marker="x" if color else marker)
+                plt.scatter(xs, ys, label=clean(method), marker="x" if color else marker)
         plt.xscale("log")
         ticks = sorted({x for xs, _, _ in series.values() for x in xs})
         if ticks:
             plt.xticks(ticks, [_si(tick) for tick in ticks])
-        plt.title(f"{ERROR_METRICS.get(metric, metric)} vs {label} (log scale)")
+        plt.title(clean(f"{ERROR_METRICS.get(metric, metric)} vs {label} (log scale)"))
         plt.xlabel(label)
         plt.plotsize(width or min(plt.terminal_width() or 100, 110), height or 18)
         charts.append(plt.build())

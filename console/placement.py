@@ -196,9 +196,11 @@ def home_settings(home: Path | None) -> dict[str, Any]:
         return {}
     import yaml
 
+    from lowrank import safe_yaml
+
     try:
-        data = yaml.safe_load((Path(home) / HOME_SETTINGS).read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):  # absent or broken: the defaults apply
+        data = safe_yaml.load((Path(home) / HOME_SETTINGS).read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError, RecursionError):  # absent or broken: the defaults apply
         return {}
     return data if isinstance(data, dict) else {}
 

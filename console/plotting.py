@@ -141,8 +141,8 @@ def render(runs: Sequence[tuple[str, list[dict[str, Any]]]], *, metrics: Sequenc
                 plotted += 1
         if not plotted:
             continue
-        plt.title(METRICS.get(metric, metric))
-        plt.xlabel(AXES.get(x, x))
+        plt.title(clean(METRICS.get(metric, metric)))
+        plt.xlabel(clean(AXES.get(x, x)))
         plt.plotsize(width or plt.terminal_width() or 100, height or 18)
         charts.append(plt.build())
     plt.clear_figure()

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from . import safe_yaml
 from .errors import ConfigError
 
 OVERRIDE_SOURCE = "--set"
@@ -342,7 +343,10 @@ def _read_yaml(path: Path, referenced_from: tuple[str, str] | None) -> dict[str,
     where = f" (named by `base:` in {referenced_from[0]})" if referenced_from else ""
     text = _read_text(path, where)
     try:
-        data = yaml.safe_load(text)
+        data = safe_yaml.load(text)
+    except safe_yaml.TooLarge as error:
+        raise ConfigError(f"refused: {error}", file=str(path),
+                          hint="write the values out; a preset is a few hundred keys and values") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -413,7 +417,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"expected KEY.PATH=VALUE, got {text!r}", file=OVERRIDE_SOURCE,
                           hint="for example --set train.epochs=3 --set data.augment.cutout=16")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = safe_yaml.load(raw) if raw.strip() else None
+    except safe_yaml.TooLarge as error:
+        raise ConfigError(f"refused: {error}", file=OVERRIDE_SOURCE, key=key,
+                          hint="give the value written out, e.g. --set train.schedule.milestones=[30,60]") from None
     except yaml.YAMLError:
         value = raw  # a value YAML cannot parse is taken as a plain string
     return key.split("."), value

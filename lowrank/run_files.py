@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from . import safe_yaml
+
 UNREADABLE = "unreadable"  # the state readers show for a run whose files cannot be read
 UNREADABLE_KEY = "_unreadable"  # in a config dict read for display: why config.yaml could not be read
 MAX_LINE_BYTES = 1 << 20  # a metrics line longer than 1 MiB is not one of our events: skipped
@@ -130,7 +132,9 @@ def load_config(path: Path) -> tuple[dict[str, Any], str | None]:
     if text is None:
         return {}, problem
     try:
-        data = yaml.load(text, Loader=_Loader)
+        data = safe_yaml.load(text, loader=_Loader)
+    except safe_yaml.TooLarge as error:
+        return {}, f"config.yaml refused: {error}"
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

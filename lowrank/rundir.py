@@ -212,8 +212,20 @@ class RunDir:
 
     # -- config -----------------------------------------------------------------------
     def read_config(self) -> dict[str, Any]:
-        """The resolved experiment as saved at creation."""
-        return yaml.safe_load(self.file(CONFIG_FILE).read_text(encoding="utf-8"))
+        """The resolved experiment as saved at creation.
+
+        A config.yaml that is missing, binary, not a mapping, has a section that is not a
+        mapping, or expands (YAML aliases) past the safe size raises one UserError naming
+        the file: relaunch, resume, the scheduler and the worker refuse it cleanly.
+        """
+        from .errors import UserError
+        from .run_files import load_config
+
+        config, problem = load_config(self.file(CONFIG_FILE))
+        if problem is not None:
+            raise UserError(f"cannot use the run's config: {problem}", file=str(self.file(CONFIG_FILE)),
+                            hint="the run directory was damaged or edited by hand; start a new run from its preset")
+        return config
 
     # -- status -----------------------------------------------------------------------
     def read_status(self) -> dict[str, Any]:

@@ -197,9 +197,11 @@ def register(app: typer.Typer) -> None:
         """List sweeps with their methods, budgets, seeds and run states."""
         from console import compare
 
+        from console.safe_text import dumps, markup
+
         sweeps = compare.list_sweeps()
         if as_json:
-            typer.echo(json.dumps(sweeps, indent=2))
+            typer.echo(dumps(sweeps, indent=2))
             return
         if not sweeps:
             typer.echo("no sweeps yet (lowrank compare PRESET --methods ... --budgets ...)")
@@ -209,11 +211,12 @@ def register(app: typer.Typer) -> None:
         table = Table(box=None, header_style="bold", pad_edge=False)
         for column in ("sweep", "created", "preset", "model", "methods", "budgets", "seeds", "runs"):
             table.add_column(column)
-        for row in sweeps:
-            states = ", ".join(f"[{STATE_STYLE.get(state, '')}]{count} {state}[/]" for state, count in row["states"].items())
-            table.add_row(row["sweep"], str(row["created"] or "-"), str(row["preset"]), str(row["model"]),
-                          ",".join(row["methods"] or []), ",".join(f"{b:g}" for b in row["budgets"] or []),
-                          ",".join(map(str, row["seeds"] or [])), states)
+        for row in sweeps:  # every field read from a manifest: shown as plain text, whatever its type
+            states = ", ".join(f"[{STATE_STYLE.get(state, '')}]{count} {markup(state)}[/]"
+                               for state, count in row["states"].items())
+            table.add_row(markup(row["sweep"]), markup(row["created"] or "-"), markup(row["preset"]),
+                          markup(row["model"]), markup(_joined(row["methods"])), markup(_joined(row["budgets"])),
+                          markup(_joined(row["seeds"])), states)
         _console().print(table)
 
 
@@ -226,6 +229,14 @@ def _console():
 
     console = Console()
     return console if console.is_terminal else Console(width=max(console.width, 160))
+
+
+def _joined(values: Any) -> str:
+    """A manifest's list (methods, budgets, seeds) as ``a,b,c``; anything else as its text."""
+    if not isinstance(values, (list, tuple)):
+        return "" if values is None else str(values)
+    return ",".join(f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+                    for value in values)
 
 
 def _budget(budget: float | None) -> str:
@@ -375,7 +386,10 @@ def _show(sweep_id: str, *, as_json: bool = False, as_csv: bool = False, png: Op
         columns = [key for key in summary[0] if key not in ("states", "seeds")] if summary else []
         writer = csv.DictWriter(sys.stdout, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
-        writer.writerows(summary)
+        from console.safe_text import clean  # a method or grid value from the manifest: no terminal control
+
+        writer.writerows({key: clean(value) if isinstance(value, str) else value for key, value in row.items()}
+                         for row in summary)
         return
     _print_table(manifest, summary, runs)
     if plots:

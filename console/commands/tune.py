@@ -202,14 +202,14 @@ def _show(name: str, *, as_json: bool = False, plots: bool = True) -> int:
     best = report["best"]
     if best:
         params = "  ".join(f"{markup(key)}={markup(_fmt(value))}" for key, value in best["params"].items())
-        console.print(f"[green]best: trial {best['number']}  {report['metric']} {best['value']:.4g}[/]  {params}\n"
+        console.print(f"[green]best: trial {best['number']}  {markup(report['metric'])} {best['value']:.4g}[/]  {params}\n"
                       f"      run {markup(best['run_id'] or '-')}", highlight=False)
     else:
         console.print("[yellow]no completed trial yet[/]")
     keys = [item["key"] for item in report["space"] or []]
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("trial", "state", "value", "epochs", *keys, "run"):
-        table.add_column(column, justify="right" if column not in ("state", "run") else "left", no_wrap=True)
+    for column in ("trial", "state", "value", "epochs", *keys, "run"):  # a space key is the manifest's text
+        table.add_column(markup(column), justify="right" if column not in ("state", "run") else "left", no_wrap=True)
     for trial in report["trials"]:
         style = STATE_STYLE.get(trial["state"], "")
         table.add_row(str(trial["number"]), f"[{style}]{trial['state']}[/]" if style else trial["state"],

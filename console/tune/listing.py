@@ -13,7 +13,7 @@ from typing import Any
 from lowrank.rundir import RunDir, read_json, runs_root
 from lowrank.run_files import number
 
-from .study import manifest_path, study_names
+from .study import manifest_path, manifest_problem, study_names
 
 
 def study_trials(manifest: dict[str, Any], home: Path | None = None) -> list[dict[str, Any]]:
@@ -41,6 +41,12 @@ def list_studies(home: Path | None = None) -> list[dict[str, Any]]:
     out = []
     for name in study_names(home):
         manifest = read_json(manifest_path(name, home))
+        problem = manifest_problem(manifest)
+        if problem is not None:  # shown, never hidden, never a crash
+            out.append({"study": name, "created": None, "preset": None, "space": [], "metric": None, "pruner": None,
+                        "backend": None, "trials_requested": None, "trials": 0,
+                        "states": {f"unreadable: {problem}": 1}, "best": None, "rows": []})
+            continue
         rows = study_trials(manifest, home)
         states: dict[str, int] = {}
         for row in rows:

@@ -28,7 +28,14 @@ def study_report(name: str, home: Path | None = None) -> dict[str, Any]:
 
     home = Path(home or lowrank_home()).resolve()
     manifest = studies.read_manifest(name, home)
-    study = studies.load_study(manifest)
+    try:
+        study = studies.load_study(manifest)
+    except Exception as error:  # noqa: BLE001 - a missing, damaged or foreign storage: the file's fault
+        from lowrank.errors import UserError
+
+        raise UserError(f"cannot open the study's storage {manifest['storage']!r}: {type(error).__name__}: "
+                        f"{str(error)[:200]}", file=str(studies.manifest_path(name, home)),
+                        hint="the storage (journal file or database) is missing or damaged") from None
     settle_all(study, manifest, home, orphans=False)
     recorded = manifest.get("trials", {})
     trials = []
@@ -65,7 +72,9 @@ def render_plots(report: Mapping[str, Any], *, width: int | None = None, height:
     """The objective against the trial number (with the best so far), and against each parameter."""
     import plotext as plt
 
-    metric = report.get("metric") or "objective"
+    from console.safe_text import clean
+
+    metric = clean(report.get("metric") or "objective")
     done = [t for t in report["trials"] if t["value"] is not None and t["state"] in ("complete", "pruned")]
     if not done:
         return ""
@@ -73,8 +82,8 @@ def render_plots(report: Mapping[str, Any], *, width: int | None = None, height:
     charts = []
 
     def finish(title: str, xlabel: str) -> None:
-        plt.title(title)
-        plt.xlabel(xlabel)
+        plt.title(clean(title))
+        plt.xlabel(clean(xlabel))
         plt.plotsize(*size)
         charts.append(plt.build())
 
@@ -101,6 +110,8 @@ def render_plots(report: Mapping[str, Any], *, width: int | None = None, height:
         if not color:
             plt.theme("clear")
         numeric = kind != "cat"
+        if not any(key in t["params"] for t in done):  # a key no trial sampled (a changed manifest): no chart
+            continue
         for state, marker in (("complete", "o" if not color else "hd"), ("pruned", "x")):
             points = [(t["params"].get(key), t["value"]) for t in done if t["state"] == state and key in t["params"]]
             if not points:
@@ -108,8 +119,8 @@ def render_plots(report: Mapping[str, Any], *, width: int | None = None, height:
             if numeric:
                 plt.scatter([float(p[0]) for p in points], [p[1] for p in points], marker=marker, label=state)
             else:
-                choices = [str(choice) for choice in dict.fromkeys(str(t["params"].get(key)) for t in done)]
-                plt.scatter([choices.index(str(p[0])) for p in points], [p[1] for p in points], marker=marker,
+                choices = [clean(choice) for choice in dict.fromkeys(str(t["params"].get(key)) for t in done)]
+                plt.scatter([choices.index(clean(str(p[0]))) for p in points], [p[1] for p in points], marker=marker,
                             label=state)
                 plt.xticks(list(range(len(choices))), choices)
         if kind == "log":

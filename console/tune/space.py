@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
+from lowrank import safe_yaml
 from lowrank.errors import UserError
 from lowrank.registry import Registry
 
@@ -112,7 +113,10 @@ def _cat(key: str, text: str) -> Param:
         if not raw.strip():
             raise UserError(f"cat:{text}: an empty choice", key=f"--space {key}", hint=f"e.g. {EXAMPLES['cat']}")
         try:
-            choices.append(yaml.safe_load(raw.strip()))
+            choices.append(safe_yaml.load(raw.strip()))
+        except safe_yaml.TooLarge as error:
+            raise UserError(f"cat:{text}: a choice is refused: {error}", key=f"--space {key}",
+                            hint=f"e.g. {EXAMPLES['cat']}") from None
         except yaml.YAMLError:
             choices.append(raw.strip())
     if len(set(map(repr, choices))) != len(choices) or len(choices) < 2:

@@ -67,7 +67,43 @@ def read_manifest(name: str, home: Path | None = None) -> dict[str, Any]:
     data = read_json(manifest_path(name, home))
     if not data or data.get("study") != name:
         raise UserError(f"no study {name!r} in {studies_root(home)}", hint="lowrank tune ls")
+    problem = manifest_problem(data)
+    if problem is not None:
+        raise UserError(f"study {name!r} is unreadable: {problem}", file=str(manifest_path(name, home)),
+                        hint="the manifest was damaged or edited by hand; start a new study with lowrank tune")
     return data
+
+
+def manifest_problem(data: Mapping[str, Any]) -> str | None:
+    """Why a study manifest cannot be used (a field of the wrong type), or None.
+
+    The manifest is a file anyone can edit; tune ls/show/resume and the console compute
+    with these fields, so a wrong type is refused here in one line instead of crashing them.
+    """
+    def kind(value: Any) -> str:
+        return "null" if value is None else type(value).__name__
+
+    if not isinstance(data.get("storage"), str):
+        return f"storage is {kind(data.get('storage'))}, expected a storage URL"
+    space = data.get("space")
+    if not isinstance(space, list) or not all(isinstance(item, dict) and isinstance(item.get("key"), str)
+                                             and isinstance(item.get("spec"), str) for item in space):
+        return "space is not a list of {key, spec} entries"
+    if not isinstance(data.get("pruner"), dict) or not isinstance(data["pruner"].get("name"), str):
+        return "pruner is not a mapping with a name"
+    for key in ("metric", "preset", "created"):
+        if not isinstance(data.get(key), (str, type(None))):
+            return f"{key} is {kind(data.get(key))}, expected text"
+    for key in ("trials_requested", "epochs", "parallel", "seed"):
+        value = data.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            return f"{key} is {kind(value)}, expected a whole number"
+    trials = data.get("trials", {})
+    if not isinstance(trials, dict) or not all(
+            isinstance(entry, dict) and isinstance(entry.get("run_id"), (str, type(None)))
+            and isinstance(entry.get("params", {}), dict) for entry in trials.values()):
+        return "trials is not a mapping of trial number -> {run_id, params}"
+    return None
 
 
 @contextlib.contextmanager

@@ -62,14 +62,14 @@ def effective_matrix(module: nn.Module, n: int, *, dtype: torch.dtype = torch.fl
 
 def parse_options(text: str) -> dict[str, Any]:
     """``shuffle=none,groups=8`` -> {'shuffle': 'none', 'groups': 8} (values read as YAML scalars)."""
-    import yaml
+    from .. import safe_yaml
 
     options: dict[str, Any] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         key, sep, value = part.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"expected key=value, got {part!r}")
-        options[key.strip()] = yaml.safe_load(value.strip())
+        options[key.strip()] = safe_yaml.load(value.strip())  # a too-large value is a ValueError too
     return options
 
 

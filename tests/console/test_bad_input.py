@@ -25,6 +25,22 @@ def base(extra: str = "") -> str:
     return f"base: {QUICK}\n{extra}"
 
 
+def alias_bomb(levels: int = 8, indent: str = "") -> str:
+    """A few hundred bytes of YAML anchors/aliases that expand to 10**(levels+1) values
+    (mappings, which the preset merge walks key by key)."""
+    lines = [f"{indent}l0: &l0 {{" + ", ".join(f"k{i}: 1" for i in range(10)) + "}"]
+    lines += [f"{indent}l{d}: &l{d} {{" + ", ".join(f"k{i}: *l{d - 1}" for i in range(10)) + "}"
+              for d in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+def flow_alias_bomb(levels: int = 8) -> str:
+    """The same bomb as one flow-style YAML value (for --set)."""
+    parts = ["l0: &l0 {" + ", ".join(f"k{i}: 1" for i in range(10)) + "}"]
+    parts += [f"l{d}: &l{d} {{" + ", ".join(f"k{i}: *l{d - 1}" for i in range(10)) + "}" for d in range(1, levels + 1)]
+    return "{" + ", ".join(parts) + "}"
+
+
 # (id, preset text or bytes or a callable(tmp) -> path, --set overrides, expected file part, expected key part)
 PRESET_CASES = [
     ("binary", b"\x7fELF\x02\x01\x01\x00\x00\x00", [], "preset.yaml", ""),
@@ -45,6 +61,9 @@ PRESET_CASES = [
     ("lr-inf-in-file", base("train: {lr: .inf}\n"), [], "preset.yaml", "train.lr"),
     ("lr-nan-in-file", base("train: {lr: .nan}\n"), [], "preset.yaml", "train.lr"),
     ("name-empty", base("name: ''\n"), [], "preset.yaml", "name"),
+    ("alias-bomb-unknown-key", base("junk:\n" + alias_bomb(indent="  ")), [], "preset.yaml", ""),
+    ("alias-bomb-model-kwargs", base("model:\n  kwargs:\n" + alias_bomb(indent="    ")), [], "preset.yaml", ""),
+    ("python-tag", base("train: {lr: !!python/object/apply:os.system ['true']}\n"), [], "preset.yaml", ""),
 ]
 
 OVERRIDE_CASES = [
@@ -113,6 +132,10 @@ OVERRIDE_CASES = [
     ("eval-every-zero", ["log.eval_every=0"], "--set", "log.eval_every"),
     ("min-free-memory-inf", ["resources.min_free_memory_gb=.inf"], "--set", "resources.min_free_memory_gb"),
     ("drop-path-one", ["train.drop_path_max=1"], "--set", "train.drop_path_max"),
+    ("alias-bomb-set", [f"model.kwargs.x={flow_alias_bomb()}"], "--set", "model.kwargs.x"),
+    ("alias-bomb-set-milestones", [f"train.schedule.milestones={flow_alias_bomb()}"], "--set",
+     "train.schedule.milestones"),
+    ("python-tag-set", ["train.lr=!!python/name:os.system"], "--set", "train.lr"),
 ]
 
 

@@ -253,3 +253,84 @@ def test_unreadable_status_is_replaced_not_merged_by_the_writer(tmp_path):
     assert run.read_status()["state"] == "unreadable"
     run.update_status(state="running", epoch=1)
     assert run.read_status()["state"] == "running" and "unreadable" not in run.read_status()
+
+
+EVIL = "\x1b]0;pwned\x07\x9b2J\x9d0;t\x9c[/bold]\u202eevil"
+
+
+def test_manifest_and_metric_strings_never_reach_the_terminal_raw(lowrank):
+    """A sweep manifest's method and names, and a metric key, end up in plot titles and
+    legends, CSV cells and the sweep list: each is stripped of control characters, and
+    markup in them cannot crash rich (before: compare ls raised MarkupError, the plots and
+    the CSV carried the escapes)."""
+    home = lowrank.home
+    make_run(home, GOOD)
+    bad = make_run(home, BAD)
+    bad.append_metric({"event": "step", "epoch": 2, "batch": 10, "batches": 10, "split": "train", EVIL: 1.0})
+    write_manifest(home)
+    path = home / "sweeps" / f"{SWEEP}.json"
+    manifest = json.loads(path.read_text())
+    manifest.update(name=EVIL, model=EVIL, preset=EVIL, methods=[EVIL])
+    for entry in manifest["entries"]:
+        entry["method"] = EVIL
+    path.write_text(json.dumps(manifest))
+    for reader in (["compare", "ls"], ["compare", "show", SWEEP], ["compare", "show", SWEEP, "--csv"],
+                   ["plot", BAD, "-m", EVIL, "--no-color", "--width", "80"]):
+        code, out, err = lowrank(*reader)
+        assert code == 0, (reader, err)
+        assert_no_terminal_control(out + err)
+        assert "\u202e" not in out + err and "[/bold]" in out + err, reader
+
+
+def test_a_damaged_config_refuses_relaunch_in_one_line(lowrank):
+    """relaunch of a run whose config.yaml is not a usable mapping: one
+    line naming the file, no traceback, no new run (before: AttributeError / UnicodeDecodeError)."""
+    from test_bad_input import alias_bomb
+
+    run = make_run(lowrank.home, BAD)
+    run.update_status(state="killed")
+    for content in (b"[1, 2]\n", b"\xff\x00binary", b"name: x\nmodel: resnet\n",
+                    ("name: x\nmodel:\n  kwargs:\n" + alias_bomb(indent="    ")).encode()):
+        run.file("config.yaml").write_bytes(content)
+        code, out, err = lowrank("relaunch", BAD)
+        assert code == 2, (content[:20], err)
+        assert len(err.strip().splitlines()) == 1 and "config.yaml" in err, err
+        assert sorted(p.name for p in (lowrank.home / "runs").iterdir()) == [BAD]
+
+
+def _entries(**fields):
+    return lambda manifest: {**manifest, "entries": [{**entry, **fields} for entry in manifest["entries"]]}
+
+
+# (case id, change of the sweep manifest): types a hand edit or a planted file can give it
+MANIFEST_CASES = [
+    ("entries-dict", lambda m: {**m, "entries": {"a": 1}}), ("entries-ints", lambda m: {**m, "entries": [1, 2]}),
+    ("run-id-int", _entries(run_id=5)), ("run-id-list", _entries(run_id=[1])),
+    ("run-id-traversal", _entries(run_id="../../../../tmp")), ("method-list", _entries(method=[1])),
+    ("budget-str", _entries(budget="big")), ("budget-list", _entries(budget=[1])), ("grid-list", _entries(grid=[1])),
+    ("grid-str", _entries(grid="x")), ("methods-dicts", lambda m: {**m, "methods": [{}]}),
+    ("budgets-strs", lambda m: {**m, "budgets": ["a"]}), ("not-an-object", lambda m: [1]),
+]
+
+
+@pytest.mark.parametrize("case", MANIFEST_CASES, ids=[case[0] for case in MANIFEST_CASES])
+def test_every_sweep_reader_survives_a_corrupt_manifest(case, lowrank):
+    """compare ls / show (table, --json, --csv) of a sweep whose manifest has the wrong types:
+    before, each case was a traceback in at least one of them (TypeError, ValueError)."""
+    home = lowrank.home
+    make_run(home, GOOD)
+    make_run(home, BAD)
+    write_manifest(home)
+    path = home / "sweeps" / f"{SWEEP}.json"
+    path.write_text(json.dumps(case[1](json.loads(path.read_text()))))
+    code, out, _ = lowrank("compare", "ls")
+    assert code == 0 and SWEEP in out  # listed, never hidden
+    code, out, _ = lowrank("compare", "ls", "--json")
+    assert code == 0 and SWEEP in {row["sweep"] for row in strict_json(out)}
+    for reader in (["compare", "show", SWEEP], ["compare", "show", SWEEP, "--csv"], ["compare", "show", SWEEP, "--json"]):
+        code, out, err = lowrank(*reader)
+        assert code in (0, 2), (reader, err)
+        if code == 2:
+            assert len(err.strip().splitlines()) == 1, err
+        elif "--json" in reader:
+            strict_json(out)
