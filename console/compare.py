@@ -243,6 +243,23 @@ def _load_for(preset: Path, overrides: list[str], method: str, budget: float | N
     return load(preset, [*overrides, *target, "substitute.options={}"])
 
 
+MAX_SWEEP_RUNS = 10_000  # a sweep larger than this is a typo (--seeds 100000000), not an experiment
+
+
+def _check_size(grid: Mapping[str, Sequence[str]], names: Sequence[str], with_hp: Sequence[str],
+                budgets: Sequence[float], seeds: int | Sequence[int] | None) -> None:
+    """Refuse a sweep of more than MAX_SWEEP_RUNS runs before expanding anything."""
+    import math
+
+    per_seed = math.prod(len(values) for values in grid.values()) * \
+        (len(with_hp) * len(budgets) + len(names) - len(with_hp))
+    count = per_seed * (seeds if isinstance(seeds, int) else len(list(seeds or [None])))
+    if count > MAX_SWEEP_RUNS:
+        raise UserError(f"this sweep would be {count:,} runs (grid points x methods x budgets x seeds); "
+                        f"at most {MAX_SWEEP_RUNS:,}", key="--seeds" if per_seed <= MAX_SWEEP_RUNS else "--grid",
+                        hint="check --seeds and the --grid values, or split the study into several sweeps")
+
+
 def plan_sweep(preset: str | Path, methods: Sequence[str], budgets: Sequence[float],
                seeds: int | Sequence[int] | None = 1, overrides: Sequence[str] = (),
                grid: Mapping[str, Sequence[str]] | None = None) -> SweepPlan:
@@ -270,6 +287,7 @@ def plan_sweep(preset: str | Path, methods: Sequence[str], budgets: Sequence[flo
     if with_hp and not budget_list:
         raise UserError(f"{', '.join(with_hp)} need(s) budgets", key="--budgets", hint="e.g. --budgets 0.05,0.1")
     grid = {key: list(values) for key, values in (grid or {}).items()}
+    _check_size(grid, names, with_hp, budget_list, seeds)
     points = grid_points(grid)
     for point in points:  # every grid point must be a valid config: the error names the key and value
         load(preset, [*overrides, *(f"{key}={value}" for key, value in point.items())])

@@ -339,3 +339,16 @@ def test_compare_launch_runs_the_same_up_front_checks(overrides, key, tmp_path, 
     args = [arg for override in overrides for arg in ("--set", override)]
     assert_refused(lowrank("compare", str(preset), "--methods", "generic", "--budgets", "0.1", "--detach", "--json",
                            *args), "--set", key)
+
+
+@pytest.mark.parametrize("args, key", [
+    (["--seeds", "100000000"], "--seeds"),
+    (["--grid", "train.lr=" + ",".join(str(0.001 * i) for i in range(1, 301)),
+      "--grid", "train.weight_decay=" + ",".join(str(1e-6 * i) for i in range(1, 301))], "--grid"),
+])
+def test_a_sweep_too_large_to_be_meant_is_refused_before_planning(args, key, tmp_path, lowrank):
+    """--seeds 100000000 or two 300-value grids (810k runs) used to plan for minutes (issue 10 probe)."""
+    preset = write_preset(tmp_path, base())
+    line = assert_refused(lowrank("compare", str(preset), "--methods", "generic,tt", "--budgets", "0.1,0.2",
+                                  "--dry-run", *args), "", key)
+    assert "runs" in line
