@@ -52,6 +52,16 @@ def declared_per_position(in_features: int, out_features: int, fast_per_position
     return {"auto": min(fast_per_position, collapse), "collapse": collapse, "fast": fast_per_position}[path]
 
 
+def chain_product(factors: torch.Tensor) -> torch.Tensor:
+    """``factors[..., 0, :, :] @ factors[..., 1, :, :] @ ... @ factors[..., L-1, :, :]`` in pairwise
+    (tree) order: log2(L) batched matmuls instead of L sequential ones (few kernels at small N)."""
+    while factors.shape[-3] > 1:
+        odd = factors.shape[-3] % 2
+        pairs = factors[..., 0:factors.shape[-3] - odd:2, :, :] @ factors[..., 1::2, :, :]
+        factors = torch.cat([pairs, factors[..., -1:, :, :]], dim=-3) if odd else pairs
+    return factors[..., 0, :, :]
+
+
 class CollapsedCache:
     """The effective matrix of ``module`` built once per parameter state, for eval forwards.
 

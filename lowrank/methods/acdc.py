@@ -37,7 +37,7 @@ from typing import Literal
 import torch
 import torch.nn as nn
 
-from ._collapsed import CollapsibleLinear, declared_per_position
+from ._collapsed import CollapsibleLinear, chain_product, declared_per_position
 from ._common import SeparableConv, depthwise_macs, depthwise_params, pointwise_hw, require_plain
 from .dct import cached_dct_matrix, dct, dct_macs, idct, makhoul_order, scale_in_dct_domain
 from .registry import ConvSpec, HyperParam, Method, register_method
@@ -83,6 +83,22 @@ def choose_path(positions: int, in_features: int, out_features: int, layers: int
         build = in_features * layers * layer_cost(n) + layers * FAST_KERNELS_PER_LAYER * LAUNCH_COST
     collapse = build + positions * in_features * out_features / GEMM_ADVANTAGE
     return "collapse" if collapse <= fast else "fast"
+
+
+def stack_product(a: torch.Tensor, d: torch.Tensor, c: torch.Tensor, perm: torch.Tensor | None = None,
+                  inner: torch.Tensor | None = None) -> torch.Tensor:
+    """The N x N matrix W (``x -> x W``) of L stacked layers ``z -> ((z*a_l) C^T [inner]) * d_l C``
+    with the shuffle ``perm`` between layers: the product of the layer matrices
+    ``diag(a_l) C^T R diag(d_l) C P`` (R the inner permutation, P the shuffle, none after the
+    last layer) in :func:`chain_product` order. ``a``, ``d``: (..., L, N), any leading batch dims;
+    ``c``: the N x N orthonormal transform (``dct(v) = v @ c.T``); ``perm``/``inner``: the
+    ``index_select`` indices of :meth:`StackedACDCLinear.transform`."""
+    n, layers = c.shape[-1], a.shape[-2]
+    left = c.t() if inner is None else c.t().index_select(-1, inner)
+    right = c
+    if perm is not None and layers > 1:
+        right = torch.cat([c.index_select(-1, perm).expand(layers - 1, n, n), c[None]])
+    return chain_product(a[..., :, None] * ((left * d[..., None, :]) @ right))
 
 
 def register_shuffle(module: nn.Module, n: int, shuffle: str, seed: int) -> None:
@@ -176,6 +192,17 @@ class StackedACDCLinear(CollapsibleLinear):
     def matrix(self) -> torch.Tensor:
         """The effective (in_features, out_features) matrix W, so that the stack is x @ W (+ bias)."""
         return self.transform(self.basis(), dense_dct=self.dense_build())[:, :self.out_features]
+
+    def stack_matrix(self, a: torch.Tensor | None = None, d: torch.Tensor | None = None) -> torch.Tensor:
+        """The map of :meth:`matrix` as one batched product of the L layer matrices
+        (:func:`stack_product`, dense DCT matrices): a few kernels whatever L, for fitting the
+        layer at small N (``lowrank study approx``). ``a``, ``d`` (..., L, N) stand in for the
+        module's diagonals; leading batch dims give a batch of (in, out) matrices."""
+        a = self.a if a is None else a
+        d = self.d if d is None else d
+        c = cached_dct_matrix(self.n, a.device, a.dtype)
+        w = stack_product(a, d, c, self.perm, self.riffle if self.extra_riffle else None)
+        return w[..., :self.in_features, :self.out_features]
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, layers={self.layers}, "

@@ -26,7 +26,7 @@ import math
 import torch
 import torch.nn as nn
 
-from ._collapsed import CollapsibleLinear
+from ._collapsed import CollapsibleLinear, chain_product
 from ._common import SeparableConv, depthwise_macs, depthwise_params, pointwise_hw, require_plain
 from .registry import ConvSpec, HyperParam, Method, register_method
 
@@ -81,6 +81,21 @@ class StackedAFDFLinear(CollapsibleLinear):
         for layer in range(self.layers):
             z = torch.fft.ifft(torch.fft.fft(z * a[layer], dim=-1, norm="ortho") * d[layer], dim=-1, norm="ortho")
         return z.real
+
+    def stack_matrix(self, a: torch.Tensor | None = None, d: torch.Tensor | None = None) -> torch.Tensor:
+        """The map of :meth:`matrix` as one batched product of the L layer matrices
+        ``diag(a_l) F diag(d_l) F^-1`` (F the unitary DFT, :func:`chain_product` order), real part:
+        a few kernels whatever L, for fitting at small N. ``a``, ``d`` (..., 2, L, N) stand in for
+        the diagonals (real and imaginary parts); leading batch dims give a batch of matrices."""
+        a = self.a if a is None else a
+        d = self.d if d is None else d
+        cdtype = torch.complex128 if a.dtype == torch.float64 else torch.complex64
+        eye = torch.eye(self.n, device=a.device, dtype=cdtype)
+        f, f_inverse = torch.fft.fft(eye, dim=-1, norm="ortho"), torch.fft.ifft(eye, dim=-1, norm="ortho")
+        a = torch.complex(a.select(-3, 0), a.select(-3, 1))
+        d = torch.complex(d.select(-3, 0), d.select(-3, 1))
+        w = chain_product(a[..., :, None] * ((f * d[..., None, :]) @ f_inverse)).real
+        return w[..., :self.in_features, :self.out_features]
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, layers={self.layers}"

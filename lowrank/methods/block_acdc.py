@@ -22,8 +22,8 @@ import torch.nn as nn
 
 from ._collapsed import CollapsibleLinear
 from ._common import SeparableConv, depthwise_macs, depthwise_params, pointwise_hw, require_plain
-from .acdc import register_shuffle
-from .dct import dct, dct_macs, idct
+from .acdc import register_shuffle, stack_product
+from .dct import cached_dct_matrix, dct, dct_macs, idct
 from .registry import ConvSpec, HyperParam, Method, register_method
 
 HP = HyperParam("layers", int, low=1, high=64, default=12, direction=1,
@@ -88,6 +88,16 @@ class BlockACDCLinear(CollapsibleLinear):
             if self.perm is not None and layer < self.layers - 1:
                 z = z.index_select(-1, self.perm)
         return z
+
+    def stack_matrix(self, a: torch.Tensor | None = None, d: torch.Tensor | None = None) -> torch.Tensor:
+        """The map of :meth:`matrix` as one batched product of the L layer matrices with the
+        block-diagonal DCT matrix (:func:`lowrank.methods.acdc.stack_product`): a few kernels
+        whatever L, for fitting at small N. ``a``, ``d`` (..., L, N) stand in for the diagonals."""
+        a = self.a if a is None else a
+        d = self.d if d is None else d
+        block = cached_dct_matrix(self.n // self.groups, a.device, a.dtype)
+        c = torch.block_diag(*[block] * self.groups)
+        return stack_product(a, d, c, self.perm)[..., :self.in_features, :self.out_features]
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, layers={self.layers}, "

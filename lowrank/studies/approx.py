@@ -19,6 +19,13 @@ Seeds are fitted together: the per-seed layers are stacked with :func:`torch.fun
 and the loss is vmapped, so each step is one batched forward/backward. Adam and SGD act
 elementwise, so the sum of the per-seed losses gives every seed exactly its own update;
 L-BFGS (a line search over the whole vector) fits each seed on its own.
+
+Stacked diagonal-transform layers (acdc, block_acdc, afdf) expose ``stack_matrix``: the same
+effective matrix as one batched product of the L layer matrices, a few kernels whatever L
+instead of about a dozen per layer. Their fit runs on it (the seeds as a leading batch
+dimension, no vmap): the study checks at the start that it equals the layer's own forward on
+the identity for every seed's layer, and it reports the error of the layer's own forward at the
+fitted parameters (falling back to the generic fit, with a warning, if the two disagree).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import copy
 import math
 import os
 import sys
+import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Callable
@@ -127,6 +135,71 @@ def _fit_batched(modules: list[torch.nn.Module], targets: torch.Tensor, settings
         return batched(params, buffers)
 
 
+def _stacked_cores(modules: list[torch.nn.Module], n: int) -> list[torch.nn.Module] | None:
+    """Each module's structured core whose ``stack_matrix(a=, d=)`` is the module's whole effective
+    matrix (its only parameters are the core's diagonals ``a`` and ``d``, the seeds' buffers agree
+    and the product equals the forward on the identity now), or None."""
+    cores = []
+    for module in modules:
+        core = next((m for m in module.modules() if hasattr(m, "stack_matrix")), None)
+        if core is None or {name for name, _ in core.named_parameters()} != {"a", "d"}:
+            return None
+        if {id(p) for p in module.parameters()} != {id(p) for p in core.parameters()}:
+            return None  # a depthwise stage or bias outside the product
+        with torch.no_grad():
+            if not torch.allclose(core.stack_matrix(), effective_matrix(module, n), rtol=1e-4, atol=1e-6):
+                return None
+        cores.append(core)
+    first = dict(cores[0].named_buffers())
+    for core in cores[1:]:
+        other = dict(core.named_buffers())
+        if other.keys() != first.keys() or any(not torch.equal(other[k], first[k]) for k in first):
+            return None
+    return cores
+
+
+def _fit_stacked(modules: list[torch.nn.Module], cores: list[torch.nn.Module], targets: torch.Tensor,
+                 settings: ApproxSettings) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fit all seeds at once through ``stack_matrix`` (seeds as a batch dimension); the final
+    effective matrices by the layers' own forward at the fitted parameters, and by the product."""
+    params = {name: torch.stack([getattr(core, name).detach() for core in cores]).requires_grad_()
+              for name in ("a", "d")}
+    matrix = cores[0].stack_matrix
+    optimizer = _optimizer(settings, list(params.values()))
+    for _ in range(settings.steps):
+        optimizer.zero_grad()
+        loss = ((matrix(**params) - targets) ** 2).mean(dim=(1, 2)).sum()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        for seed, core in enumerate(cores):
+            for name, value in params.items():
+                getattr(core, name).copy_(value[seed])
+        own = torch.stack([effective_matrix(module, settings.n) for module in modules])
+        return own, matrix(**params)
+
+
+def _fit_by_product(variant: Variant, modules: list[torch.nn.Module], targets: torch.Tensor,
+                    settings: ApproxSettings) -> torch.Tensor | None:
+    """The fitted effective matrices by :func:`_fit_stacked` for a stacked layer (Adam/SGD), or None
+    when the variant is not one, or (with a warning, the modules back at their initialisation) when
+    the product and the forward disagree after the fit."""
+    cores = _stacked_cores(modules, settings.n) if settings.optimizer != "lbfgs" else None
+    if cores is None:
+        return None
+    start = [{name: p.detach().clone() for name, p in core.named_parameters()} for core in cores]
+    finals, product = _fit_stacked(modules, cores, targets, settings)
+    if torch.allclose(finals, product, rtol=1e-3, atol=1e-5):
+        return finals
+    with torch.no_grad():  # back to the initialisation for the fit through the forward
+        for core, values in zip(cores, start):
+            for name, p in core.named_parameters():
+                p.copy_(values[name])
+    warnings.warn(f"{variant.label}: stack_matrix and the layer's forward disagree after the fit; "
+                  f"refitting through the forward", RuntimeWarning, stacklevel=3)
+    return None
+
+
 def fit_variant(variant: Variant, settings: ApproxSettings) -> dict:
     """Fit ``variant`` for every seed; a row: label, params, mean/std of the final error, per-seed errors."""
     with one_thread():
@@ -151,14 +224,16 @@ def _fit_variant(variant: Variant, settings: ApproxSettings) -> dict:
     trainable = [p for p in modules[0].parameters() if p.requires_grad]
     if not trainable:  # nothing to fit (a method with no parameters at this size)
         finals = torch.stack([effective_matrix(m, settings.n).detach() for m in modules])
-    elif settings.optimizer != "lbfgs" and len(modules) > 1:
-        try:
-            finals = _fit_batched(modules, targets, settings)
-        except (RuntimeError, NotImplementedError):  # an op without a vmap rule: fit seed by seed
-            pairs = [_seeded(variant, settings, seed) for seed in range(settings.seeds)]
-            finals = torch.stack([_fit_one(m, t, settings) for m, t in pairs])
     else:
-        finals = torch.stack([_fit_one(m, t, settings) for m, t in pairs])
+        finals = _fit_by_product(variant, modules, targets, settings)
+        if finals is None and settings.optimizer != "lbfgs" and len(modules) > 1:
+            try:
+                finals = _fit_batched(modules, targets, settings)
+            except (RuntimeError, NotImplementedError):  # an op without a vmap rule: fit seed by seed
+                pairs = [_seeded(variant, settings, seed) for seed in range(settings.seeds)]
+                finals = torch.stack([_fit_one(m, t, settings) for m, t in pairs])
+        elif finals is None:
+            finals = torch.stack([_fit_one(m, t, settings) for m, t in pairs])
     squared = (finals - targets) ** 2
     errors = squared.mean(dim=(1, 2))
     relative = squared.sum(dim=(1, 2)) / (targets ** 2).sum(dim=(1, 2))

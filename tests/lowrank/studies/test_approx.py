@@ -92,3 +92,77 @@ def test_bad_method_specs(text, message):
 def test_bad_settings_are_refused(kwargs):
     with pytest.raises(ValueError):
         ApproxSettings(**kwargs)
+
+
+STACKED = [Variant("acdc", 3, {"shuffle": "random"}), Variant("acdc", 4, {"shuffle": "none", "extra_riffle": True}),
+           Variant("block_acdc", 3, {"groups": 2}), Variant("afdf", 2)]
+
+
+@pytest.mark.parametrize("variant", STACKED, ids=lambda v: v.label)
+def test_stacked_layers_fit_through_stack_matrix_as_through_their_forward(variant):
+    """The product path (``stack_matrix``) gives the figures the vmapped forward gives, to fp noise."""
+    from lowrank.studies.approx import _fit_stacked, _stacked_cores
+
+    settings = ApproxSettings(n=8, steps=30, lr=1e-2, seeds=3)
+    pairs = [_seeded(variant, settings, s) for s in range(settings.seeds)]
+    targets = torch.stack([t for _, t in pairs])
+    cores = _stacked_cores([m for m, _ in pairs], settings.n)
+    assert cores is not None
+    own, product = _fit_stacked([m for m, _ in pairs], cores, targets, settings)
+    torch.testing.assert_close(own, product, rtol=1e-5, atol=1e-6)
+    generic = [_seeded(variant, settings, s) for s in range(settings.seeds)]
+    reference = _fit_batched([m for m, _ in generic], targets, settings)
+    torch.testing.assert_close(own, reference, rtol=1e-4, atol=1e-6)
+    row = fit_variant(variant, settings)
+    assert row["errors"] == pytest.approx(((reference - targets) ** 2).mean(dim=(1, 2)).tolist(), rel=1e-4)
+
+
+def test_a_wrong_stack_matrix_is_not_used(monkeypatch):
+    """A product that is not the layer's forward is refused before the fit (the generic path runs)."""
+    from lowrank.methods.acdc import StackedACDCLinear
+    from lowrank.studies import approx
+
+    settings = ApproxSettings(n=8, steps=20, seeds=2)
+    variant = Variant("acdc", 3, {"shuffle": "random"})
+    expected = fit_variant(variant, settings)["errors"]
+    right = StackedACDCLinear.stack_matrix
+    monkeypatch.setattr(StackedACDCLinear, "stack_matrix", lambda self, a=None, d=None: right(self, a, d).flip(-1))
+    assert approx._stacked_cores([_seeded(variant, settings, 0)[0]], settings.n) is None
+    assert fit_variant(variant, settings)["errors"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_a_product_that_drifts_from_the_forward_is_refitted(monkeypatch):
+    from lowrank.studies import approx
+
+    settings = ApproxSettings(n=8, steps=20, seeds=2)
+    variant = Variant("block_acdc", 2, {"groups": 2})
+    expected = fit_variant(variant, settings)["errors"]
+    fit = approx._fit_stacked
+    monkeypatch.setattr(approx, "_fit_stacked", lambda *args: (lambda own, product: (own, product + 1))(*fit(*args)))
+    with pytest.warns(RuntimeWarning, match="disagree"):
+        row = fit_variant(variant, settings)
+    assert row["errors"] == pytest.approx(expected, rel=1e-4)
+
+
+def fit_ops(variant: Variant, steps: int) -> int:
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.count += 1
+            return func(*args, **(kwargs or {}))
+
+    with Count():
+        fit_variant(variant, ApproxSettings(n=16, steps=steps, seeds=2))
+    return Count.count
+
+
+@pytest.mark.parametrize("method", ["acdc", "block_acdc", "afdf"])
+def test_a_fit_step_of_a_deep_stack_costs_about_what_a_shallow_one_does(method):
+    """The default study's budget (issue 16): per optimiser step, a 16-layer stack runs a few more
+    tensor operations than a 2-layer one (the product's log2 L levels), not 8x as many."""
+    per_step = {layers: fit_ops(Variant(method, layers), 12) - fit_ops(Variant(method, layers), 4)
+                for layers in (2, 16)}
+    assert per_step[16] < 2 * per_step[2]
