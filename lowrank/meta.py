@@ -3,9 +3,12 @@
 Counting and budget solving build and run networks on ``meta`` (shapes, no data). Many meta
 kernels are Python decompositions (``torch._refs``): a random initialisation, a ReLU or a batch
 norm costs about a millisecond each, and a DARTS network has thousands of them, so a solve spent
-seconds computing nothing. Inside :class:`ShapesOnly`, on meta tensors only, initialisations and
-other in-place fills return their tensor untouched, and shape-preserving activations and batch
-norm return an empty tensor of their input's shape. Tensors on any other device are not touched
+seconds computing nothing (and the first such kernel imports ``torch._dynamo``, over a second of a
+``lowrank count``). Inside :class:`ShapesOnly`, on meta tensors only, initialisations and other
+in-place fills return their tensor untouched, shape-preserving activations and batch norm return an
+empty tensor of their input's shape, binary elementwise ops one of the broadcast shape, adaptive
+pooling, convolutions and linear layers one of their output size (a conv's meta kernel imports
+sympy, half a second of every ``lowrank count``). Tensors on any other device are not touched
 (the mode passes every call through), so it is safe around code that may run on a real device.
 """
 
@@ -33,6 +36,52 @@ _SAME_SHAPE = frozenset({
 })
 
 
+# binary elementwise ops (a residual add, a scaling): the broadcast shape of their operands
+_BINARY = frozenset({
+    torch.Tensor.add, torch.Tensor.sub, torch.Tensor.mul, torch.Tensor.div,
+    torch.add, torch.sub, torch.mul, torch.div,
+})
+
+
+_ADAPTIVE_POOL = frozenset({F.adaptive_avg_pool2d, F.adaptive_max_pool2d})
+
+
+def _adaptive_shape(x: torch.Tensor, output_size) -> tuple[int, ...]:
+    """The output shape of a 2-d adaptive pooling to ``output_size`` (an int, or a pair with None
+    for 'keep the input size')."""
+    size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+    return (*x.shape[:-2], *(x.shape[-2 + i] if s is None else int(s) for i, s in enumerate(size)))
+
+
+def _conv2d_shape(x: torch.Tensor, weight: torch.Tensor, stride=1, padding=0, dilation=1) -> tuple[int, ...]:
+    """The output shape of ``torch.conv2d`` (PyTorch's formula; padding 'same' keeps the size)."""
+    pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
+    stride, dilation = pair(stride), pair(dilation)
+    if isinstance(padding, str):
+        if padding == "same":
+            return (x.shape[0], weight.shape[0], *x.shape[-2:])
+        padding = (0, 0)
+    padding = pair(padding)
+    size = tuple((n + 2 * p - d * (k - 1) - 1) // s + 1
+                 for n, p, d, k, s in zip(x.shape[-2:], padding, dilation, weight.shape[-2:], stride))
+    return (x.shape[0], weight.shape[0], *size)
+
+
+def _broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...] | None:
+    """NumPy broadcasting of two shapes (None when they do not broadcast: let torch say why)."""
+    out = []
+    for x, y in zip(reversed((1,) * (len(b) - len(a)) + tuple(a)), reversed((1,) * (len(a) - len(b)) + tuple(b))):
+        if x != y and 1 not in (x, y):
+            return None
+        out.append(max(x, y) if 1 not in (x, y) else x * y)
+    return tuple(reversed(out))
+
+
+def x_is_4d(value: torch.Tensor) -> bool:
+    """A batched image tensor (N, C, H, W): the conv shape rule below is written for it."""
+    return value.dim() == 4
+
+
 def _on_meta(value) -> bool:
     return getattr(value, "is_meta", False) is True
 
@@ -49,4 +98,22 @@ class ShapesOnly(TorchFunctionMode):
                 return first
             if func in _SAME_SHAPE:
                 return first if kwargs.get("inplace") else first.new_empty(first.shape)
+            if func in _ADAPTIVE_POOL and not kwargs.get("return_indices"):
+                size = args[1] if len(args) > 1 else kwargs.get("output_size")
+                return first.new_empty(_adaptive_shape(first, size))
+            if func is torch.conv2d and x_is_4d(first):
+                names = ("weight", "bias", "stride", "padding", "dilation")
+                given = dict(zip(names, args[1:])) | {k: v for k, v in kwargs.items() if k in names}
+                given.pop("bias", None)
+                return first.new_empty(_conv2d_shape(first, **given))
+            if func is F.linear:
+                weight = args[1] if len(args) > 1 else kwargs["weight"]
+                return first.new_empty((*first.shape[:-1], weight.shape[0]))
+            if func in _BINARY and len(args) >= 2 and not kwargs:
+                other = args[1]
+                if not isinstance(other, torch.Tensor):
+                    return first.new_empty(first.shape, dtype=torch.result_type(first, other))
+                shape = _broadcast(first.shape, other.shape) if _on_meta(other) else None
+                if shape is not None:
+                    return first.new_empty(shape, dtype=torch.result_type(first, other))
         return func(*args, **kwargs)

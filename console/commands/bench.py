@@ -38,7 +38,7 @@ def layers(
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     channels: Annotated[str, typer.Option(help="Comma-separated channel counts (in = out).")] = "64,256",
-    batch: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "8,64",
+    batch: Annotated[str, typer.Option(help="Comma-separated batch sizes (the default run takes under a minute on a 2-core CPU).")] = "8,32",
     hw: Annotated[int, typer.Option(help="Input height = width.")] = 16,
     repeat: Annotated[int, typer.Option(help="Interleaved timed rounds per measurement (median and IQR).")] = 5,
     methods: Annotated[str, typer.Option(help="Comma-separated methods (default: all registered).")] = "",

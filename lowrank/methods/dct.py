@@ -87,25 +87,26 @@ def scale_in_dct_domain(v: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     n = v.shape[-1]
     _, _, twiddle = _tables(n, v.device, v.dtype)
     half = n // 2 + 1
-    partner = _partners(n, v.device)
+    partner, inverse_twiddle = _spectral_tables(n, v.device, v.dtype)
     imag_scale = d.index_select(0, partner) * (partner != 0)  # d[N-k]; bin 0 (partner 0) has none
     scale = torch.stack([d[:half], imag_scale], dim=-1)
     u = torch.view_as_real(torch.fft.rfft(v, dim=-1) * twiddle) * scale
     if n % 2 == 0:
         u[..., -1, 1] = -u[..., -1, 0]  # the Nyquist bin: X[N/2] enters as its real and -imaginary part
-    return torch.fft.irfft(torch.view_as_complex(u) / twiddle, n=n, dim=-1)
+    return torch.fft.irfft(torch.view_as_complex(u) * inverse_twiddle, n=n, dim=-1)
 
 
-_PARTNERS: dict[tuple, torch.Tensor] = {}
+_SPECTRAL: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
-def _partners(n: int, device: torch.device) -> torch.Tensor:
-    """N - k for the rfft bins k = 0..N//2 (0 for k = 0)."""
-    key = (n, str(device))
-    if key not in _PARTNERS:
+def _spectral_tables(n: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N - k for the rfft bins k = 0..N//2, 0 for k = 0; 1 / twiddle, so the inverse multiplies)."""
+    key = (n, str(device), dtype)
+    if key not in _SPECTRAL:
         k = torch.arange(n // 2 + 1)
-        _PARTNERS[key] = ((n - k) % n).to(device)
-    return _PARTNERS[key]
+        _, _, twiddle = _tables(n, device, dtype)
+        _SPECTRAL[key] = (((n - k) % n).to(device), 1.0 / twiddle)
+    return _SPECTRAL[key]
 
 
 def dct_matrix(n: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:

@@ -77,3 +77,21 @@ def test_build_network_figures_do_not_depend_on_the_device(method, hp):
         meta = build_network(config, 10, (1, 8, 8), device="meta")
     assert (meta.params, meta.macs, meta.dense_params, meta.dense_macs) == \
         (cpu.params, cpu.macs, cpu.dense_params, cpu.dense_macs)
+
+
+@pytest.mark.parametrize("conv", [
+    nn.Conv2d(3, 8, 3), nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.Conv2d(3, 8, (1, 5), padding=(0, 2)),
+    nn.Conv2d(4, 8, 3, dilation=2, padding=2, groups=2), nn.Conv2d(3, 8, 4, padding="same"),
+    nn.Conv2d(3, 8, 5, padding="valid", stride=(2, 1)), nn.Conv2d(3, 8, 7, stride=3, padding=3, bias=False),
+], ids=["plain", "strided", "1x5", "dilated-grouped", "same-even", "valid", "7x7-s3"])
+def test_shape_rules_match_what_torch_computes(conv):
+    """Every op ShapesOnly answers for itself gives the shape the real op gives."""
+    x = torch.randn(2, conv.in_channels, 11, 13)
+    expected = conv(x).shape
+    with ShapesOnly():
+        assert conv.to("meta")(x.to("meta")).shape == expected
+        a, b = torch.empty(2, 1, 5, device="meta"), torch.empty(3, 1, device="meta")
+        assert (a + b).shape == (torch.zeros(2, 1, 5) + torch.zeros(3, 1)).shape
+        assert (a * 2).shape == a.shape and torch.mul(a, b).shape == (2, 3, 5)
+        assert nn.functional.adaptive_avg_pool2d(torch.empty(2, 3, 7, 9, device="meta"), (1, None)).shape == (2, 3, 1, 9)
+        assert nn.functional.linear(torch.empty(4, 6, device="meta"), torch.empty(5, 6, device="meta")).shape == (4, 5)
