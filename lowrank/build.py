@@ -59,12 +59,13 @@ def build_network(config: ExperimentConfig, num_classes: int, input_shape: tuple
                             **config.model.kwargs)
 
     with torch.device("meta"), ShapesOnly():
-        dense_count = count_model(make_dense(), input_shape)
+        dense = make_dense()  # on meta: counted here, then read (not modified) by the solver
+        dense_count = count_model(dense, input_shape)
 
     hp, target, gap = sub.hp, None, None
     if sub.budget is not None or sub.budget_params is not None:
         with torch.device("meta"), ShapesOnly():
-            solved = solve_budget(make_dense(), sub.method, target_params=sub.budget_params,
+            solved = solve_budget(dense, sub.method, target_params=sub.budget_params,
                                   target_fraction=sub.budget, options=sub.options, skip=sub.skip)
         hp, target, gap = solved.hp, solved.target, solved.gap
 

@@ -77,6 +77,24 @@ def _broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...] | None
     return tuple(reversed(out))
 
 
+_HANDLED = _IN_PLACE | _SAME_SHAPE | _ADAPTIVE_POOL | _BINARY | {torch.conv2d, F.linear, torch.cat}
+
+
+def _cat(func, args, kwargs):
+    """``torch.cat`` of meta tensors of one rank and dtype: the sizes along ``dim`` add up."""
+    tensors = list(args[0] if args else kwargs["tensors"])
+    dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+    if (not tensors or any(not _on_meta(t) for t in tensors) or len({t.dim() for t in tensors}) != 1
+            or len({t.dtype for t in tensors}) != 1 or not isinstance(dim, int) or set(kwargs) - {"tensors", "dim"}):
+        return func(*args, **kwargs)
+    shape = list(tensors[0].shape)
+    dim = dim % len(shape)
+    if any(tuple(t.shape[:dim]) + tuple(t.shape[dim + 1:]) != tuple(shape[:dim] + shape[dim + 1:]) for t in tensors):
+        return func(*args, **kwargs)  # mismatched shapes: let torch say why
+    shape[dim] = sum(t.shape[dim] for t in tensors)
+    return tensors[0].new_empty(shape)
+
+
 def x_is_4d(value: torch.Tensor) -> bool:
     """A batched image tensor (N, C, H, W): the conv shape rule below is written for it."""
     return value.dim() == 4
@@ -91,6 +109,10 @@ class ShapesOnly(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if func not in _HANDLED:  # first, and cheaply: every tensor property read comes through here too
+            return func(*args, **kwargs)
+        if func is torch.cat:
+            return _cat(func, args, kwargs)
         # the tensor acted on: the first argument, or a keyword (torch.nn.init passes tensor=...)
         first = args[0] if args else kwargs.get("tensor", kwargs.get("input"))
         if _on_meta(first):

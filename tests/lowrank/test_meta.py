@@ -95,3 +95,6 @@ def test_shape_rules_match_what_torch_computes(conv):
         assert (a * 2).shape == a.shape and torch.mul(a, b).shape == (2, 3, 5)
         assert nn.functional.adaptive_avg_pool2d(torch.empty(2, 3, 7, 9, device="meta"), (1, None)).shape == (2, 3, 1, 9)
         assert nn.functional.linear(torch.empty(4, 6, device="meta"), torch.empty(5, 6, device="meta")).shape == (4, 5)
+        parts = [torch.empty(2, c, 3, device="meta") for c in (1, 4, 2)]
+        assert torch.cat(parts, dim=1).shape == (2, 7, 3) and torch.cat(parts, -2).shape == (2, 7, 3)
+        assert torch.cat([torch.empty(2, 3, device="meta")] * 2).shape == (4, 3)
