@@ -115,10 +115,12 @@ def training_only_breakdown(model: nn.Module) -> list[dict]:
 def meta_copy(model: nn.Module) -> nn.Module:
     """A copy of ``model`` whose parameters and buffers live on ``meta``: no data is copied."""
     memo: dict[int, object] = {}
+    # torch.empty, not empty_like: on meta the latter is a Python reference kernel whose first call
+    # imports sympy (half a second of a budget solve); shapes and dtypes are all a count needs
     for p in model.parameters():
-        memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+        memo[id(p)] = nn.Parameter(torch.empty(p.shape, dtype=p.dtype, device="meta"), requires_grad=p.requires_grad)
     for b in model.buffers():
-        memo[id(b)] = torch.empty_like(b, device="meta")
+        memo[id(b)] = torch.empty(b.shape, dtype=b.dtype, device="meta")
     return copy.deepcopy(model, memo)
 
 

@@ -6,8 +6,8 @@ norm costs about a millisecond each, and a DARTS network has thousands of them, 
 seconds computing nothing (and the first such kernel imports ``torch._dynamo``, over a second of a
 ``lowrank count``). Inside :class:`ShapesOnly`, on meta tensors only, initialisations and other
 in-place fills return their tensor untouched, shape-preserving activations and batch norm return an
-empty tensor of their input's shape, binary elementwise ops one of the broadcast shape, adaptive
-pooling, convolutions and linear layers one of their output size (a conv's meta kernel imports
+empty tensor of their input's shape, binary elementwise ops one of the broadcast shape, pooling,
+convolutions and linear layers one of their output size (a conv's meta kernel imports
 sympy, half a second of every ``lowrank count``). Tensors on any other device are not touched
 (the mode passes every call through), so it is safe around code that may run on a real device.
 """
@@ -77,7 +77,40 @@ def _broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...] | None
     return tuple(reversed(out))
 
 
-_HANDLED = _IN_PLACE | _SAME_SHAPE | _ADAPTIVE_POOL | _BINARY | {torch.conv2d, F.linear, torch.cat}
+_POOL_ARGS = {  # positional parameters after the input, as each function names them
+    F.max_pool2d: ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"),
+    F.avg_pool2d: ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"),
+}
+_RANDOM_FACTORIES = frozenset({torch.randn, torch.rand})  # on meta: an empty tensor of the size
+_HANDLED = _IN_PLACE | _SAME_SHAPE | _ADAPTIVE_POOL | _BINARY | set(_POOL_ARGS) | _RANDOM_FACTORIES | \
+    {torch.conv2d, F.linear, torch.cat}
+
+
+def _random_on_meta(func, args, kwargs):
+    """``torch.randn``/``rand`` made on the meta device (named, or the default device): no draws."""
+    device = kwargs.get("device")
+    on_meta = torch.device(device).type == "meta" if device is not None else \
+        torch.get_default_device().type == "meta"
+    if not on_meta:
+        return func(*args, **kwargs)
+    return torch.empty(*args, **{k: v for k, v in kwargs.items() if k not in ("generator",)})
+
+
+def _pool_shape(x: torch.Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                **_ignored) -> tuple[int, ...]:
+    """The output shape of a 2-d max/avg pooling (PyTorch's formula, ceil_mode included)."""
+    pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
+    kernel = pair(kernel_size)
+    stride = kernel if stride is None or (not isinstance(stride, int) and len(stride) == 0) else pair(stride)
+    padding, dilation = pair(padding), pair(dilation)
+    size = []
+    for n, k, s, p, d in zip(x.shape[-2:], kernel, stride, padding, dilation):
+        span = n + 2 * p - d * (k - 1) - 1
+        out = (span + (s - 1 if ceil_mode else 0)) // s + 1
+        if ceil_mode and (out - 1) * s >= n + p:  # the last window must start inside the input
+            out -= 1
+        size.append(out)
+    return (*x.shape[:-2], *size)
 
 
 def _cat(func, args, kwargs):
@@ -113,6 +146,8 @@ class ShapesOnly(TorchFunctionMode):
             return func(*args, **kwargs)
         if func is torch.cat:
             return _cat(func, args, kwargs)
+        if func in _RANDOM_FACTORIES:
+            return _random_on_meta(func, args, kwargs)
         # the tensor acted on: the first argument, or a keyword (torch.nn.init passes tensor=...)
         first = args[0] if args else kwargs.get("tensor", kwargs.get("input"))
         if _on_meta(first):
@@ -123,6 +158,10 @@ class ShapesOnly(TorchFunctionMode):
             if func in _ADAPTIVE_POOL and not kwargs.get("return_indices"):
                 size = args[1] if len(args) > 1 else kwargs.get("output_size")
                 return first.new_empty(_adaptive_shape(first, size))
+            if func in _POOL_ARGS:
+                given = dict(zip(_POOL_ARGS[func], args[1:])) | kwargs
+                if not given.get("return_indices") and given.get("divisor_override") is None:
+                    return first.new_empty(_pool_shape(first, **given))
             if func is torch.conv2d and x_is_4d(first):
                 names = ("weight", "bias", "stride", "padding", "dilation")
                 given = dict(zip(names, args[1:])) | {k: v for k, v in kwargs.items() if k in names}

@@ -98,3 +98,27 @@ def test_shape_rules_match_what_torch_computes(conv):
         parts = [torch.empty(2, c, 3, device="meta") for c in (1, 4, 2)]
         assert torch.cat(parts, dim=1).shape == (2, 7, 3) and torch.cat(parts, -2).shape == (2, 7, 3)
         assert torch.cat([torch.empty(2, 3, device="meta")] * 2).shape == (4, 3)
+
+
+@pytest.mark.parametrize("pool", [
+    nn.MaxPool2d(3, 2, 1), nn.MaxPool2d(2), nn.MaxPool2d(3, 2, ceil_mode=True), nn.MaxPool2d(3, 1, 1, dilation=2),
+    nn.AvgPool2d(3, 1, 1, count_include_pad=False), nn.AvgPool2d(5, 3), nn.AvgPool2d(2, ceil_mode=True),
+    nn.AvgPool2d((3, 2), (2, 1), (1, 0)),
+], ids=["max-3-2-1", "max-2", "max-ceil", "max-dilated", "avg-same", "avg-5-3", "avg-ceil", "avg-rect"])
+@pytest.mark.parametrize("size", [(8, 8), (11, 13), (7, 5)])
+def test_pooling_shapes_match_what_torch_computes(pool, size):
+    x = torch.randn(2, 3, *size)
+    with ShapesOnly():
+        assert pool(x.to("meta")).shape == pool(x).shape
+
+
+def test_random_factories_on_meta_draw_nothing_and_elsewhere_draw_as_always():
+    torch.manual_seed(0)
+    expected = torch.randn(3, 4)
+    torch.manual_seed(0)
+    with ShapesOnly():
+        with torch.device("meta"):
+            made = torch.randn(3, 4, generator=torch.Generator().manual_seed(1))
+            assert made.is_meta and made.shape == (3, 4)
+        assert torch.rand(2, device="meta").is_meta
+        assert torch.equal(torch.randn(3, 4), expected)  # the default generator was not advanced on meta
