@@ -18,6 +18,7 @@ def make_study(home):
     make_run(home, "20240301-120100-wd-t1-a002", state="pruned", epoch=3, err=9.0,
              extra={"study": "wd", "trial": 1, "ended": "2024-03-01T12:05:00+00:00"})
     write_manifest({"study": "wd", "created": "2024-03-01T12:00:00+00:00", "preset": "presets/quickstart.yaml",
+                    "storage": f"journal:{home}/studies/wd.journal",
                     "space": [{"key": "train.lr", "spec": "log:0.001:0.3"}], "metric": "best_val_err1",
                     "pruner": {"name": "hyperband"}, "trials_requested": 3,
                     "trials": {"0": {"run_id": "20240301-120000-wd-t0-a001", "params": {"train.lr": 0.05}},
