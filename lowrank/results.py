@@ -11,12 +11,10 @@ so the worker and a repairing reader, or two readers, never write it twice.
 from __future__ import annotations
 
 import csv
-import io
-import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from .rundir import CONFIG_FILE, RESULT_COLUMNS, RESULTS_FILE, RunDir, budget_of, file_lock, open_append, results_columns
+from .rundir import CONFIG_FILE, RESULT_COLUMNS, RESULTS_FILE, RunDir, budget_of, file_lock, write_row_locked
 
 
 ROW_STATES = ("finished", "pruned")  # the final states that get a results.csv row (a pruned trial: its best so far)
@@ -53,18 +51,7 @@ def write_result(run: RunDir, status: dict[str, Any], home: Path | None = None) 
     with file_lock(home / ".results.lock"):
         if _has_row(path, run.run_id):
             return False
-        columns = results_columns(path)
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-        if not path.exists() or path.stat().st_size == 0:
-            writer.writeheader()
-        writer.writerow({key: ("" if row.get(key) is None else row.get(key)) for key in columns})
-        fd = open_append(path)
-        try:
-            os.write(fd, buffer.getvalue().encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_row_locked(path, row)
     return True
 
 

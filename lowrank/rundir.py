@@ -372,16 +372,22 @@ def append_result(row: dict[str, Any], home: Path | None = None) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     path = home / RESULTS_FILE
     with file_lock(home / ".results.lock"):
-        columns = results_columns(path)
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-        if not path.exists() or path.stat().st_size == 0:
-            writer.writeheader()
-        writer.writerow({key: ("" if row.get(key) is None else row.get(key)) for key in columns})
-        fd = open_append(path)
-        try:
-            os.write(fd, buffer.getvalue().encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_row_locked(path, row)
     return path
+
+
+def write_row_locked(path: Path, row: dict[str, Any]) -> None:
+    """Append ``row`` to the results file ``path`` (the caller holds the results lock): under the file's
+    columns (:func:`results_columns`), the header first into an empty file, one write, fsynced."""
+    columns = results_columns(path)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    if not path.exists() or path.stat().st_size == 0:
+        writer.writeheader()
+    writer.writerow({key: ("" if row.get(key) is None else row.get(key)) for key in columns})
+    fd = open_append(path)
+    try:
+        os.write(fd, buffer.getvalue().encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
