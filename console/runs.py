@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import psutil
-import yaml
 
 from lowrank.errors import UserError
 from lowrank.rundir import (budget_of, read_jsonl_from, CHECKPOINT_FILE, CONFIG_FILE, FINAL_STATES, METRICS_FILE,
@@ -34,7 +33,6 @@ from lowrank.rundir import (budget_of, read_jsonl_from, CHECKPOINT_FILE, CONFIG_
 
 from lowrank.run_files import UNREADABLE, UNREADABLE_KEY, config_for_display
 
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader lists hundreds of runs quickly
 DISAPPEARED = "worker disappeared"
 RUN_ENV = "LOWRANK_RUN_ID"  # inherited by every process of a run: the sweep's last resort
 CREATE_TIME_TOLERANCE = 1.0  # seconds; same pid + create time within this = same process

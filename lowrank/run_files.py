@@ -26,7 +26,6 @@ UNREADABLE = "unreadable"  # the state readers show for a run whose files cannot
 UNREADABLE_KEY = "_unreadable"  # in a config dict read for display: why config.yaml could not be read
 MAX_LINE_BYTES = 1 << 20  # a metrics line longer than 1 MiB is not one of our events: skipped
 
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader lists hundreds of runs quickly
 
 # status.json fields the readers compute with, and the types they must have (None always allowed)
 _NUMBER = (int, float)
@@ -132,7 +131,7 @@ def load_config(path: Path) -> tuple[dict[str, Any], str | None]:
     if text is None:
         return {}, problem
     try:
-        data = safe_yaml.load(text, loader=_Loader)
+        data = safe_yaml.load(text, loader=safe_yaml.FAST_LOADER)
     except safe_yaml.TooLarge as error:
         return {}, f"config.yaml refused: {error}"
     except yaml.YAMLError as error:

@@ -19,6 +19,7 @@ import yaml
 MAX_VALUES = 100_000  # values in the fully expanded document; a large preset holds ~500
 
 FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader lists hundreds of runs quickly
+SAFE_LOADERS = frozenset({yaml.SafeLoader, FAST_LOADER})
 
 
 class TooLarge(ValueError):
@@ -53,6 +54,8 @@ def load(text: str | bytes, limit: int = MAX_VALUES, loader: type = yaml.SafeLoa
     Raises ``yaml.YAMLError`` for text that is not YAML (as ``safe_load`` does) and
     :class:`TooLarge` for a document too big once its aliases are expanded.
     """
+    if loader not in SAFE_LOADERS:  # never a loader that builds Python objects from tags
+        raise ValueError(f"safe_yaml.load takes one of {[cls.__name__ for cls in SAFE_LOADERS]}, not {loader!r}")
     data = yaml.load(text, Loader=loader)
     if isinstance(data, (dict, list)) and expanded_size(data, limit) > limit:
         raise TooLarge(f"it expands to more than {limit:,} values (YAML anchors/aliases repeated inside each other)")
