@@ -12,13 +12,11 @@ tests/console/tui/test_corrupt_console.py.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
-from console.cli import main
 from lowrank.rundir import RunDir
 
 GOOD = "20240301-120000-good-a001"
@@ -141,25 +139,6 @@ CASES = [
     ("log-escapes-not-utf8", _write("output.log", b"\x1b]0;pwned\x07\x1b[2Jline \xff\xfe [/bold]\r\n"), False),
     ("log-directory", _directory("output.log"), False),
 ]
-
-
-@pytest.fixture
-def lowrank(tmp_path, monkeypatch, capsys):
-    """The real entry point with a private LOWRANK_HOME; returns (exit code, stdout, stderr)."""
-    home = tmp_path / "home"
-    monkeypatch.setenv("LOWRANK_HOME", str(home))
-    monkeypatch.setenv("COLUMNS", "240")
-
-    def call(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["lowrank", *args])
-        with pytest.raises(SystemExit) as exit_info:
-            main()
-        out, err = capsys.readouterr()
-        assert "Traceback" not in out + err, (args, err)
-        return exit_info.value.code or 0, out, err
-
-    call.home = home
-    return call
 
 
 def strict_json(text: str):

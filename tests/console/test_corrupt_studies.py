@@ -5,11 +5,9 @@ show`` refuses it in one line (exit 2) - before, each case below was a traceback
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
-from console.cli import main
 
 EVIL = "\x1b]0;pwned\x07[/bold]\x9b2J"
 
@@ -30,24 +28,6 @@ CASES = [("space-string", {"space": "train.lr"}), ("space-list-of-str", {"space"
          ("storage-directory", {"storage": "journal:/"}), ("storage-absent", {}),
          ("storage-garbage", {"_journal": b"garbage\n\xff\n"}), ("epochs-str", {"epochs": "two"}),
          ("metric-markup", {"metric": EVIL, "_journal": b"garbage\n"})]
-
-
-@pytest.fixture
-def lowrank(tmp_path, monkeypatch, capsys):
-    home = tmp_path / "home"
-    monkeypatch.setenv("LOWRANK_HOME", str(home))
-
-    def call(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["lowrank", *args])
-        with pytest.raises(SystemExit) as exit_info:
-            main()
-        out, err = capsys.readouterr()
-        assert "Traceback" not in out + err, (args, err)
-        assert "\x07" not in out + err and "\x9b" not in out + err
-        return exit_info.value.code or 0, out, err
-
-    call.home = home
-    return call
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case[0] for case in CASES])
