@@ -90,14 +90,15 @@ os.umask(_UMASK)
 
 
 @contextlib.contextmanager
-def atomic_replace(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
+def atomic_replace(path: Path, mode: str = "wb", sync_dir: bool = True) -> Iterator[IO[Any]]:
     """A file to write whose contents replace ``path`` in one step when the block ends.
 
     The temporary file is made by ``mkstemp`` in the same directory (an unpredictable
     name, created with O_EXCL, so a planted symlink is never followed), flushed and
     fsynced, then renamed over ``path``; the directory is fsynced so the rename survives
-    a power cut. Readers see the old or the new file, never half; an error leaves ``path``
-    untouched and removes the temporary file.
+    a power cut (``sync_dir=False`` leaves that to a later replace in the same directory,
+    whose directory fsync covers both renames). Readers see the old or the new file, never
+    half; an error leaves ``path`` untouched and removes the temporary file.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -112,7 +113,8 @@ def atomic_replace(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    if sync_dir:
+        _fsync_dir(path.parent)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -155,9 +157,11 @@ def file_lock(path: Path) -> Iterator[None]:
 
 # ---------------------------------------------------------------- run directory
 
-# Events appended without an fsync: frequent and superseded by the next synced event
-# (each fsync makes every earlier line durable too). Everything else is fsynced.
-UNSYNCED_EVENTS = frozenset({"step", "eval"})
+# Events appended without an fsync: frequent, and made durable by the next synced event or by
+# RunDir.sync_metrics (each fsync makes every earlier line durable too). The trainer syncs
+# before each checkpoint, so the lines of every epoch a checkpoint claims are on disk before
+# it (a line after the last checkpoint is written again by a resume). Everything else is fsynced.
+UNSYNCED_EVENTS = frozenset({"step", "epoch", "eval"})
 
 
 class RunDir:
@@ -263,8 +267,9 @@ class RunDir:
 
         The write alone survives a killed process (readers see it at once); ``sync`` also
         fsyncs the file, against power loss, which makes every earlier line durable too.
-        By default every event but those in ``UNSYNCED_EVENTS`` (step, eval) pays for an
-        fsync, so step lines cost the loop no disk flush (issue 12).
+        By default every event but those in ``UNSYNCED_EVENTS`` (step, epoch, eval) pays for
+        an fsync, so progress lines cost the loop no disk flush (issue 12); the trainer calls
+        :meth:`sync_metrics` before each checkpoint instead.
         """
         record = {"time": time.time(), **record}
         line = (json.dumps(record, default=float) + "\n").encode("utf-8")
@@ -277,6 +282,15 @@ class RunDir:
             os.close(fd)
         for sink in self.metric_sinks:
             sink(record)
+
+    def sync_metrics(self) -> None:
+        """fsync metrics.jsonl: every line appended so far survives a power cut (called before
+        a checkpoint, the state that claims those epochs)."""
+        fd = open_append(self.file(METRICS_FILE))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """Every whole event in metrics.jsonl (a torn last line is skipped)."""

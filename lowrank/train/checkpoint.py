@@ -29,11 +29,12 @@ def rng_state() -> dict[str, Any]:
     """Every RNG the loop draws from, for exact resume, as tensors and plain lists.
 
     Plain types only, so the checkpoint loads with ``weights_only=True``: numpy's
-    Mersenne-Twister keys become an int64 tensor, python's state a list of ints.
+    Mersenne-Twister keys and python's 625 state words become int64 tensors (one record each
+    in the checkpoint: as a list, python's words cost torch.save 625 pickled objects).
     """
     version, internal, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"python": [version, list(internal), gauss],
+    state = {"python": [version, torch.tensor(internal, dtype=torch.int64), gauss],
              "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                        "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
              "torch": torch.get_rng_state()}
@@ -45,10 +46,12 @@ def rng_state() -> dict[str, Any]:
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore what :func:`rng_state` captured (CUDA states only when CUDA is visible).
 
-    Also accepts a checkpoint written before RNG state was stored in plain types.
+    Also accepts checkpoints written before RNG state was stored in plain types, and those
+    that kept python's state words as a list.
     """
     version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
+    words = internal.tolist() if isinstance(internal, torch.Tensor) else internal
+    random.setstate((version, tuple(words), gauss))
     saved = state["numpy"]
     if isinstance(saved, dict):
         keys = saved["keys"]
@@ -60,10 +63,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def atomic_save(obj: Any, path: Path) -> None:
+def atomic_save(obj: Any, path: Path, sync_dir: bool = True) -> None:
     """torch.save through :func:`lowrank.rundir.atomic_replace`: a kill never leaves half a
-    checkpoint, and the temporary name is unpredictable (no planted symlink is followed)."""
-    with atomic_replace(path) as handle:
+    checkpoint, and the temporary name is unpredictable (no planted symlink is followed).
+    ``sync_dir=False``: the caller's next save in the same directory fsyncs it for both."""
+    with atomic_replace(path, sync_dir=sync_dir) as handle:
         torch.save(obj, handle)
 
 

@@ -30,7 +30,7 @@ from .resident import ResidentLoader
 from .shard import ShardedBatches, check_split
 from .position import MidEpoch, Replay, window_from_dict, window_to_dict
 from .stop import StopFlag, StopRequested
-from .tally import Tally, Window, topk_hits
+from .tally import Tally, Window
 
 HEARTBEAT_SECONDS = 2.0  # status.json is rewritten at most this often while training
 
@@ -211,8 +211,9 @@ def _train(run: RunDir, resume: bool, local_stop: StopFlag, config: Any, device:
             if group.distributed else None
         if not group.is_main:
             return
+        run.sync_metrics()  # durable record first: the metric lines of the epochs this checkpoint claims
         if best_pending is not None:
-            atomic_save(best_pending, run.file(BEST_FILE))
+            atomic_save(best_pending, run.file(BEST_FILE), sync_dir=False)  # checkpoint.pt's fsyncs the directory
             best_pending = None
         atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "epoch": epoch_done, "phase": phase_index,
@@ -272,7 +273,7 @@ def _train(run: RunDir, resume: bool, local_stop: StopFlag, config: Any, device:
                 # by count * W / (the global batch's size): the gradient is the global batch's mean
                 scale = 1.0 if ddp is None else count * group.world_size / min(global_batch,
                                                                                train_size - batch * global_batch)
-                step_loss, step_hits, step_parts = None, None, {}
+                step_loss, step_parts, predictions = None, {}, []
                 for index, (chunk_images, chunk_targets) in enumerate(chunks):
                     # accumulation micro-steps keep their gradients local; the last one all-reduces
                     local = ddp.no_sync() if ddp is not None and index < len(chunks) - 1 else contextlib.nullcontext()
@@ -281,23 +282,22 @@ def _train(run: RunDir, resume: bool, local_stop: StopFlag, config: Any, device:
                             loss, logits, parts = objective(step_model, chunk_images, chunk_targets, phase)
                         if poisoned and batch >= 2:
                             loss = loss * float("nan")
-                        hits = topk_hits(logits, chunk_targets)
+                        predictions.append((logits, chunk_targets))  # ranked in the tally, batched
                         if accumulate == 1:
                             precision.backward(loss if scale == 1.0 else loss * scale)
-                            step_loss, step_hits, step_parts = loss.detach(), hits, parts
+                            step_loss, step_parts = loss.detach(), parts
                             continue
                         share = len(chunk_targets) / count
                         precision.backward(loss * (share * scale))
                     loss = loss.detach() * share
                     step_loss = loss if step_loss is None else step_loss + loss
-                    step_hits = hits if step_hits is None else step_hits + hits
                     for key, value in parts.items():
                         step_parts[key] = value * share + step_parts.get(key, 0.0)
                 precision.step(optimizer, params, train_cfg.grad_clip)
                 if bayes is not None:
                     bayes.after_step()  # clip_var
                 scheduler.step()
-                tally.add(step_loss, step_hits, count, step_parts)  # stays on the device: no sync
+                tally.add(step_loss, predictions, count, step_parts)  # stays on the device: no sync
 
                 # -- progress: one device read per logging step ---------------------------
                 if (batch + 1) % log_cfg.step_every == 0 or batch + 1 == steps_per_epoch:
@@ -370,9 +370,8 @@ def _train(run: RunDir, resume: bool, local_stop: StopFlag, config: Any, device:
                         epoch, steps_per_epoch, window_to_dict(totals), epoch_rng, {}, epoch_logged=True,
                         seconds=epoch_seconds), rng=before_eval)
                     raise
-                # durable before the checkpoint that records its outcome (best_err1)
-                run.append_metric({"event": "eval", "epoch": epoch + 1, "split": "val", **stage, **val_metrics},
-                                  sync=checkpoint_due)
+                # made durable by save_checkpoint, before the checkpoint that records its outcome
+                run.append_metric({"event": "eval", "epoch": epoch + 1, "split": "val", **stage, **val_metrics})
                 line += f" | val loss {val_metrics['loss']:.4f} err {val_metrics['err1']:.2f}%"
                 if val_metrics["err1"] < best_err1:
                     best_err1, best_epoch = val_metrics["err1"], epoch + 1

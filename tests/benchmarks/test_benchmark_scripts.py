@@ -52,12 +52,40 @@ def test_throughput_probe_measures_training_steps_on_cpu():
 
 def test_overhead_harness_and_bare_loop_do_the_same_training(home):
     overhead = load_script("overhead")
-    result = overhead.measure("quickstart", ["train.epochs=2"], pairs=1, home=home, quiet=True)
+    result = overhead.measure("quickstart", ["train.epochs=2"], pairs=1, home=home, quiet=True, sequential=True)
     row = result["rows"][0]
     # same seed, same data order, same updates: the two loops reach the same test error
-    assert result["same_test_err1"], row
+    assert result["same_test_err1"] and result["mode"] == "sequential", row
     assert row["ratio"] == pytest.approx(row["harness"]["seconds"] / row["bare"]["seconds"])
     assert result["ratio_min"] <= result["ratio_median"] <= result["ratio_max"]
+
+
+def test_interleaved_turns_change_nothing_but_when_each_side_runs(home):
+    """Epoch turns in two threads: each side draws its own random numbers (the same test error as
+    running alone), hands over once per epoch, and is timed over its own turns only."""
+    overhead = load_script("overhead")
+    alone = overhead.measure("quickstart", ["train.epochs=3"], pairs=1, home=home, quiet=True, sequential=True)
+    for harness_first in (False, True):
+        import time
+
+        start = time.perf_counter()
+        row = overhead.interleaved_pair(overhead_config(overhead, ["train.epochs=3"]), home,
+                                        harness_first=harness_first)
+        wall = time.perf_counter() - start
+        assert row["bare"]["test_err1"] == row["harness"]["test_err1"] == alone["rows"][0]["bare"]["test_err1"]
+        assert row["bare"]["turns"] == row["harness"]["turns"] == 4  # 3 hand-overs and the last stretch
+        assert 0 < row["bare"]["seconds"] and 0 < row["harness"]["seconds"]
+        assert row["bare"]["seconds"] + row["harness"]["seconds"] <= wall  # waits are not counted
+    calibration = overhead.measure("quickstart", ["train.epochs=2"], pairs=2, home=home, quiet=True, calibrate=True)
+    assert calibration["compared"] == "bare_2" and calibration["same_test_err1"]
+    assert all(set(r) == {"bare", "bare_2", "ratio"} for r in calibration["rows"])
+
+
+def overhead_config(overhead, overrides):
+    from lowrank.config import load
+
+    preset, base = overhead.CASES["quickstart"]
+    return load(REPO / "presets" / preset, [*base, *overrides])
 
 
 def test_solve_benchmark_times_real_solves_and_marks_unreachable_budgets():

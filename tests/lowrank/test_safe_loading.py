@@ -227,6 +227,24 @@ def test_our_checkpoints_load_weights_only_and_resume_exactly(home):
     assert (random.random(), np.random.rand(), torch.rand(1)) == expected
 
 
+def test_a_checkpoint_with_python_rng_words_as_a_list_still_restores(home, tmp_path):
+    """Checkpoints before issue 12's speed work kept python's 625 state words as a list; now
+    they are one int64 tensor (one record for torch.save, not 625 pickled ints). Both restore."""
+    import random
+
+    import numpy as np
+
+    state = rng_state()
+    assert isinstance(state["python"][1], torch.Tensor) and state["python"][1].dtype == torch.int64
+    expected = (random.random(), np.random.rand(), torch.rand(1))
+    old = {**state, "python": [state["python"][0], state["python"][1].tolist(), state["python"][2]]}
+    for saved in (state, old):
+        path = tmp_path / "rng.pt"
+        torch.save(saved, path)
+        set_rng_state(torch.load(path, weights_only=True))
+        assert (random.random(), np.random.rand(), torch.rand(1)) == expected
+
+
 def test_an_old_checkpoint_with_numpy_rng_state_still_resumes(home):
     """Checkpoints written before the RNG state became plain types hold numpy's state tuple."""
     import numpy as np

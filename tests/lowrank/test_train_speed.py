@@ -4,6 +4,7 @@ gradient accumulation equal to the big batch, torch.compile on the CPU."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -36,15 +37,46 @@ def test_tally_matches_host_sums_and_names_the_bad_step():
     assert hits.tolist() == [1, 1, 0, 0, 1]
     tally = Tally()
     for loss in (0.5, 1.25, float("nan"), 2.0):
-        tally.add(torch.tensor(loss), hits, 4, {"ce": torch.tensor(loss / 2)})
+        tally.add(torch.tensor(loss), [(logits, targets)], 4, {"ce": torch.tensor(loss / 2)})
     window = tally.read()
     assert window.seen == 16 and window.miss1 == 12 and window.miss5 == 4
     assert window.bad_step == 2 and math.isnan(window.bad_loss) and math.isnan(window.parts["ce"])
     assert len(tally) == 0 and tally.read().seen == 0
-    tally.add(torch.tensor(1.5), hits, 8, {"ce": torch.tensor(0.25)})
-    tally.add(torch.tensor(0.5), hits, 4, {})
+    # two micro-batches in one step (accumulation): both halves' predictions count
+    tally.add(torch.tensor(1.5), [(logits[:2], targets[:2]), (logits[2:], targets[2:])], 4, {"ce": torch.tensor(0.25)})
+    tally.add(torch.tensor(0.5), [(logits, targets)], 4, {})
     window = tally.read()
-    assert window.bad_step is None and window.loss_sum == pytest.approx(14.0) and window.parts == {"ce": 2.0}
+    assert window.bad_step is None and window.loss_sum == pytest.approx(8.0) and window.parts == {"ce": 1.0}
+    assert window.miss1 == 8 - 2 * 1 and window.miss5 == 8 - 2 * 3  # per 4 images: 1 top-1 hit, 3 top-5 hits
+
+
+def test_tally_batched_ranking_equals_per_step_ranking_and_holds_few_logits():
+    """Predictions are ranked in batches of FOLD_STEPS steps: the same hit counts as ranking
+    each step alone, across fold boundaries, ragged last batches and ties; bounded memory."""
+    generator = torch.Generator().manual_seed(0)
+    tally, expected1, expected5, seen = Tally(), 0, 0, 0
+    for step in range(3 * Tally.FOLD_STEPS + 5):
+        size = 7 if step % 11 == 10 else 16
+        logits = torch.randint(0, 4, (size, 12), generator=generator).float()  # many ties
+        targets = torch.randint(0, 12, (size,), generator=generator)
+        hits = topk_hits(logits, targets)
+        expected1, expected5, seen = expected1 + size - int(hits[0]), expected5 + size - int(hits.sum()), seen + size
+        tally.add(torch.tensor(1.0), [(logits, targets)], size, {})
+        assert len(tally._pending) < Tally.FOLD_STEPS
+    window = tally.read()
+    assert (window.seen, window.miss1, window.miss5) == (seen, expected1, expected5)
+
+
+def test_one_topk_per_logging_window_not_per_step(home, monkeypatch):
+    """16 steps with one step line: the training figures take one top-k, not one per step."""
+    run = make_run(["train.epochs=1", "log.step_every=1000", "data.kwargs.num_train=256",
+                    "data.eval_batch_size=64"])
+    calls = []
+    original = torch.Tensor.topk
+    monkeypatch.setattr(torch.Tensor, "topk", lambda self, *a, **k: (calls.append(self.shape[0]), original(self, *a, **k))[1])
+    train(run, resume=False, stop=StopFlag())
+    # the training window (256 predictions in one call), then val (32) and test (32): one batch each
+    assert calls == [256, 32, 32], calls
 
 
 def test_no_host_read_of_loss_or_errors_per_step(home, monkeypatch):
@@ -65,19 +97,59 @@ def test_no_host_read_of_loss_or_errors_per_step(home, monkeypatch):
     assert reads["n"] <= 6, reads
 
 
-def test_step_lines_are_not_fsynced_epochs_and_ends_are(home, monkeypatch):
+def test_progress_lines_are_not_fsynced_ends_are(home, monkeypatch):
     synced = []
     monkeypatch.setattr(rundir.os, "fsync", lambda fd: synced.append(fd))
     run = RunDir.create({"name": "x"})
     synced.clear()
-    for event in ("step", "step", "eval"):
+    for event in ("step", "step", "epoch", "eval"):
         run.append_metric({"event": event})
     assert synced == []
-    run.append_metric({"event": "epoch"})
     run.append_metric({"event": "end"})
+    run.append_metric({"event": "test"})
     run.append_metric({"event": "eval"}, sync=True)
-    assert len(synced) == 3
-    assert [r["event"] for r in run.read_metrics()] == ["step", "step", "eval", "epoch", "end", "eval"]
+    run.sync_metrics()
+    assert len(synced) == 4
+    assert [r["event"] for r in run.read_metrics()] == ["step", "step", "epoch", "eval", "end", "test", "eval"]
+
+
+def test_every_checkpoint_follows_an_fsync_of_the_lines_it_claims(home, monkeypatch):
+    """Durable record first: metrics.jsonl is fsynced after the last line a checkpoint claims and
+    before checkpoint.pt/best.pt are written; one fsync per checkpoint, not one per epoch line,
+    and one directory fsync for the pair."""
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = rundir.os.fsync, rundir.os.replace
+
+    def fsyncing(fd):
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        kind = "metrics" if target.endswith("metrics.jsonl") else "dir" if os.path.isdir(target) else "file"
+        events.append(("fsync", kind))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(rundir.os, "fsync", fsyncing)
+    monkeypatch.setattr(rundir.os, "replace", lambda a, b: (events.append(("replace", Path(b).name)), real_replace(a, b))[1])
+    real_append = RunDir.append_metric
+    monkeypatch.setattr(RunDir, "append_metric",
+                        lambda self, record, sync=None: (events.append(("line", record["event"])), real_append(self, record, sync))[1])
+    run = make_run(["train.epochs=4", "log.checkpoint_every=2", "log.step_every=1"])
+    assert main([str(run.path)]) == 0
+    checkpoints = [i for i, e in enumerate(events) if e == ("replace", "checkpoint.pt")]
+    assert len(checkpoints) == 2  # epochs 2 and 4
+    for index in checkpoints:
+        before = events[:index]
+        last_line = max(i for i, e in enumerate(before) if e[0] == "line")
+        assert ("fsync", "metrics") in before[last_line:], "a checkpoint was written before its lines were synced"
+        assert events[index + 1] == ("fsync", "dir")
+    # between the two checkpoints: epoch 3 and 4 lines, no fsync of metrics except the one before checkpoint 2
+    between = events[checkpoints[0] + 1:checkpoints[1]]
+    assert [e for e in between if e == ("fsync", "metrics")] == [("fsync", "metrics")]
+    assert sum(1 for e in between if e == ("line", "epoch")) == 2
+    assert sum(1 for e in events if e == ("fsync", "dir")) <= sum(1 for e in events if e[0] == "replace")
+    best = [i for i, e in enumerate(events) if e == ("replace", "best.pt")]
+    assert best
+    for index in best:  # best.pt's rename is covered by the directory fsync after checkpoint.pt's
+        following = events[index + 1:events.index(("replace", "checkpoint.pt"), index)]
+        assert ("fsync", "dir") not in following
 
 
 def test_status_is_not_rewritten_every_epoch(home, monkeypatch):
