@@ -16,10 +16,12 @@ epoch by epoch (a baton passed where the harness writes its ``epoch`` line and a
 of the bare loop), so a slow stretch of a shared machine falls on both sides, not on whichever
 ran then; each side's time is the sum of its own turns, and at each hand-over the global RNGs are
 swapped so that each side draws exactly what it would alone (both reach the same test error).
-On this 2-core VM whole runs one after the other differ by up to +-7 % with nothing changed
-(``--calibrate --sequential``); epoch turns bring that down to about +-1 %. ``--sequential`` runs
-whole runs one after the other instead, in ABBA order. The report is the median of the per-pair
-ratios harness / bare with their min and max. Target (issue 12): ratio <= 1.02.
+``--sequential`` runs whole runs one after the other instead, in ABBA order; ``--calibrate``
+times the bare loop against itself (the spread this machine gives a zero overhead). Both sides
+run under the worker's malloc settings (lowrank.train.allocator), set before the warm-up: without
+them identical runs differed by up to +-10 % on glibc, by what the process had freed before.
+The report is the median of the per-pair ratios harness / bare with their min and max.
+Target (issue 12): ratio <= 1.02.
 """
 
 from __future__ import annotations
@@ -176,7 +178,7 @@ class Baton:
         self.active = {side: 0.0 for side in sides}
         self.rng: dict[str, Any] = {}
         self.since = 0.0
-        self.turns = {side: 0 for side in sides}
+        self.turn_seconds: dict[str, list[float]] = {side: [] for side in sides}
         self.condition = threading.Condition()
 
     def _other(self, side: str) -> str:
@@ -187,8 +189,9 @@ class Baton:
 
         if self.cuda:
             torch.cuda.synchronize()
-        self.active[side] += time.perf_counter() - self.since
-        self.turns[side] += 1
+        seconds = time.perf_counter() - self.since
+        self.active[side] += seconds
+        self.turn_seconds[side].append(seconds)
         self.rng[side] = _rng_states(self.cuda)
 
     def _start_clock(self, side: str) -> None:
@@ -285,7 +288,9 @@ def interleaved_pair(config: Any, home: Path, calibrate: bool = False, harness_f
     if errors:
         raise errors[0]
     for name in names:
-        results[name].update(seconds=baton.active[name], turns=baton.turns[name])  # own turns, waits excluded
+        # own turns only, waits excluded; turn_seconds shows where a difference lies
+        results[name].update(seconds=baton.active[name], turns=len(baton.turn_seconds[name]),
+                             turn_seconds=baton.turn_seconds[name])
     return results
 
 
@@ -298,8 +303,11 @@ def measure(case: str, overrides: list[str], pairs: int, home: Path, quiet: bool
 
     from lowrank.config import load
 
+    from lowrank.train.allocator import tune_cpu_allocator
+
     preset, base = CASES[case]
     config = load(REPO / "presets" / preset, [*base, *overrides])
+    tune_cpu_allocator()  # the worker's malloc settings, for both sides from the start (process-wide)
     bare_run(config)  # warm-up: first-touch costs (imports, allocator, thread pools) are no one's overhead
     other = "bare_2" if calibrate else "harness"
     rows = []

@@ -102,10 +102,11 @@ def _cudnn_text(number: int | None) -> str | None:
     return f"{number // 1000}.{number % 1000 // 100}.{number % 100}"
 
 
-def record_runtime(run: Any) -> None:
-    """Merge :func:`runtime_provenance` into the run's status ``provenance`` (worker start)."""
+def record_runtime(run: Any, extra: dict[str, Any] | None = None) -> None:
+    """Merge :func:`runtime_provenance` (and ``extra`` facts of the worker process) into the
+    run's status ``provenance`` (worker start)."""
     try:
-        runtime = runtime_provenance()
+        runtime = {**runtime_provenance(), **(extra or {})}
     except Exception as error:  # noqa: BLE001 -- provenance never stops a run
         runtime = {"runtime_error": f"{type(error).__name__}: {error}"}
     recorded = run.read_status().get("provenance")

@@ -26,7 +26,7 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    """Every RNG the loop draws from, for exact resume, as tensors and plain lists.
+    """Every RNG the loop draws from, for exact resume, as tensors and plain numbers.
 
     Plain types only, so the checkpoint loads with ``weights_only=True``: numpy's
     Mersenne-Twister keys and python's 625 state words become int64 tensors (one record each

@@ -22,6 +22,7 @@ from ..faults import armed, fault_point
 from ..provenance import record_runtime
 from ..rundir import BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, RunDir, now_iso
 from ..trial import Pruned, TrialReporter
+from .allocator import tune_cpu_allocator
 from .checkpoint import atomic_save, load_checkpoint, rng_state, seed_everything, set_rng_state
 from .device import resolve_device, to_device
 from .evaluation import evaluate, top5_error
@@ -82,7 +83,8 @@ def _train(run: RunDir, resume: bool, local_stop: StopFlag, config: Any, device:
     # None unless `lowrank tune` made this run a trial (tune.json); rank 0 talks to the study
     reporter = TrialReporter.for_run(run.path) if group.is_main else None
     is_trial = group.broadcast(reporter is not None)
-    record_runtime(run)  # torch/CUDA/cuDNN versions and GPU names into status provenance
+    # torch/CUDA/cuDNN versions, GPU names and the malloc settings into status provenance
+    record_runtime(run, tune_cpu_allocator())
     if log_cfg.tensorboard and group.is_main:  # the tensorboard package is imported only when asked for
         from ..tensorboard import attach
 
