@@ -23,7 +23,7 @@ from ..provenance import record_runtime
 from ..rundir import BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, RunDir, now_iso
 from ..trial import Pruned, TrialReporter
 from .allocator import tune_cpu_allocator
-from .checkpoint import atomic_save, load_checkpoint, rng_state, seed_everything, set_rng_state
+from .checkpoint import load_checkpoint, rng_state, seed_everything, set_rng_state
 from .device import resolve_device, to_device
 from .evaluation import evaluate, top5_error
 from .parallel import LockstepStop, check_config, process_facts, rank_states, sync_buffers, wrap
@@ -32,6 +32,7 @@ from .shard import ShardedBatches, check_split
 from .position import MidEpoch, Replay, window_from_dict, window_to_dict
 from .stop import StopFlag, StopRequested
 from .tally import Tally, Window
+from .writer import CheckpointWriter, serialize, write_atomically
 
 HEARTBEAT_SECONDS = 2.0  # status.json is rewritten at most this often while training
 
@@ -52,14 +53,18 @@ def train(run: RunDir, resume: bool, stop: StopFlag) -> dict[str, Any]:
     check_config(config, env.world_size)  # before joining: every rank refuses the same config alike
     device = resolve_device(config.train.device)
     group = connect(env, device.type)
+    writer = CheckpointWriter()
     try:
-        return _train(run, resume, stop, config, group.device if group.distributed else device, group)
+        summary = _train(run, resume, stop, config, group.device if group.distributed else device, group, writer)
+        writer.wait()  # every checkpoint on disk before the run can be called finished
+        return summary
     finally:
+        writer.close()  # after an error too: the last checkpoint is finished, not left half-written
         group.close()
 
 
 def _train(run: RunDir, resume: bool, local_stop: StopFlag, config: Any, device: torch.device,
-           group: Solo) -> dict[str, Any]:
+           group: Solo, writer: CheckpointWriter) -> dict[str, Any]:
     """The loop itself, on this rank's ``device`` in ``group`` (lowrank.distributed.SOLO: one process).
 
     ``stop`` is what the loop checks: the signal flag itself for one process, with W ranks a
@@ -203,28 +208,38 @@ def _train(run: RunDir, resume: bool, local_stop: StopFlag, config: Any, device:
     best_pending: dict[str, Any] | None = None  # best.pt content not yet on disk (written with checkpoints)
 
     def save_checkpoint(epoch_done: int, phase_index: int, position: MidEpoch | None = None,
-                        rng: dict[str, Any] | None = None) -> None:
+                        rng: dict[str, Any] | None = None, wait: bool = False) -> None:
         """best.pt (if a better model is pending), then checkpoint.pt, both atomically;
         ``position``: a stop inside epoch ``epoch_done + 1`` (see lowrank.train.position).
-        With W ranks (all call this) rank 0 writes, with every rank's RNG states gathered in."""
+        Serialised here, written by the background writer (lowrank.train.writer); ``wait``:
+        return only once both are on disk. With W ranks (all call this) rank 0 writes, with
+        every rank's RNG states gathered in."""
         nonlocal best_pending
         rng = rng if rng is not None else rng_state()
         ranks = group.gather((rng, position.epoch_rng if position is not None else None)) \
             if group.distributed else None
         if not group.is_main:
             return
-        run.sync_metrics()  # durable record first: the metric lines of the epochs this checkpoint claims
-        if best_pending is not None:
-            atomic_save(best_pending, run.file(BEST_FILE), sync_dir=False)  # checkpoint.pt's fsyncs the directory
-            best_pending = None
-        atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        best = serialize(best_pending) if best_pending is not None else None
+        best_pending = None
+        state = serialize({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "epoch": epoch_done, "phase": phase_index,
                      "objective": objective.state_dict(), "scaler": precision.state_dict(),
                      "best_err1": best_err1, "best_epoch": best_epoch, "train_seconds": train_seconds,
                      "rng": rng, "config": config.to_dict(),
                      "mid_epoch": position.to_checkpoint() if position is not None else None,
                      **({"rng_ranks": [r for r, _ in ranks], "epoch_rng_ranks": [e for _, e in ranks]}
-                        if ranks else {})}, run.file(CHECKPOINT_FILE))
+                        if ranks else {})})
+
+        def write() -> None:
+            run.sync_metrics()  # durable record first: the metric lines of the epochs this checkpoint claims
+            if best is not None:
+                write_atomically(best, run.file(BEST_FILE), sync_dir=False)  # checkpoint.pt's fsyncs the directory
+            write_atomically(state, run.file(CHECKPOINT_FILE))
+
+        writer.submit(write)
+        if wait:
+            writer.wait()
 
     last_status = time.monotonic()
     progress: dict[str, Any] = {}  # the latest epoch's facts: every status write carries them
@@ -333,7 +348,7 @@ def _train(run: RunDir, resume: bool, local_stop: StopFlag, config: Any, device:
                         totals.add(window)
                         save_checkpoint(epoch, phase.index, MidEpoch(
                             epoch, batch + 1, window_to_dict(totals), epoch_rng, {},
-                            seconds=time.perf_counter() - epoch_start))
+                            seconds=time.perf_counter() - epoch_start), wait=True)
                         fault_point("worker-stop-checkpoint")
                     stop.check()
             if replay is not None:
@@ -370,7 +385,7 @@ def _train(run: RunDir, resume: bool, local_stop: StopFlag, config: Any, device:
                 except StopRequested:  # stopped in the epoch's evaluation: resume re-evaluates it
                     save_checkpoint(epoch, phase.index, MidEpoch(
                         epoch, steps_per_epoch, window_to_dict(totals), epoch_rng, {}, epoch_logged=True,
-                        seconds=epoch_seconds), rng=before_eval)
+                        seconds=epoch_seconds), rng=before_eval, wait=True)
                     raise
                 # made durable by save_checkpoint, before the checkpoint that records its outcome
                 run.append_metric({"event": "eval", "epoch": epoch + 1, "split": "val", **stage, **val_metrics})
@@ -405,7 +420,7 @@ def _train(run: RunDir, resume: bool, local_stop: StopFlag, config: Any, device:
                         raise Pruned(*decision)
                 except Pruned as pruned:
                     if not checkpoint_due:
-                        save_checkpoint(epoch + 1, phase.index)  # a clean epoch boundary: resumable
+                        save_checkpoint(epoch + 1, phase.index, wait=True)  # a clean epoch boundary: resumable
                     pruned.summary = {**{key: facts[key] for key in ("params", "macs", "dense_params", "dense_macs",
                                                                      "method", "hp")},
                                       "epoch": epoch + 1, "last_loss": train_metrics["loss"],

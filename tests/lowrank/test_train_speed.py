@@ -116,40 +116,50 @@ def test_progress_lines_are_not_fsynced_ends_are(home, monkeypatch):
 def test_every_checkpoint_follows_an_fsync_of_the_lines_it_claims(home, monkeypatch):
     """Durable record first: metrics.jsonl is fsynced after the last line a checkpoint claims and
     before checkpoint.pt/best.pt are written; one fsync per checkpoint, not one per epoch line,
-    and one directory fsync for the pair."""
-    events: list[tuple[str, str]] = []
+    and one directory fsync for the pair. The files are written by the background writer."""
+    import threading
+
+    events: list[tuple] = []  # (kind, what, thread name)
     real_fsync, real_replace = rundir.os.fsync, rundir.os.replace
 
     def fsyncing(fd):
         target = os.readlink(f"/proc/self/fd/{fd}")
         kind = "metrics" if target.endswith("metrics.jsonl") else "dir" if os.path.isdir(target) else "file"
-        events.append(("fsync", kind))
+        events.append(("fsync", kind, threading.current_thread().name))
         return real_fsync(fd)
 
+    def replacing(a, b):
+        events.append(("replace", Path(b).name, threading.current_thread().name))
+        return real_replace(a, b)
+
     monkeypatch.setattr(rundir.os, "fsync", fsyncing)
-    monkeypatch.setattr(rundir.os, "replace", lambda a, b: (events.append(("replace", Path(b).name)), real_replace(a, b))[1])
+    monkeypatch.setattr(rundir.os, "replace", replacing)
     real_append = RunDir.append_metric
-    monkeypatch.setattr(RunDir, "append_metric",
-                        lambda self, record, sync=None: (events.append(("line", record["event"])), real_append(self, record, sync))[1])
+    monkeypatch.setattr(RunDir, "append_metric", lambda self, record, sync=None: (
+        events.append(("line", record["event"], record.get("epoch"))), real_append(self, record, sync))[1])
     run = make_run(["train.epochs=4", "log.checkpoint_every=2", "log.step_every=1"])
     assert main([str(run.path)]) == 0
-    checkpoints = [i for i, e in enumerate(events) if e == ("replace", "checkpoint.pt")]
+    checkpoints = [i for i, e in enumerate(events) if e[:2] == ("replace", "checkpoint.pt")]
     assert len(checkpoints) == 2  # epochs 2 and 4
-    for index in checkpoints:
-        before = events[:index]
-        last_line = max(i for i, e in enumerate(before) if e[0] == "line")
-        assert ("fsync", "metrics") in before[last_line:], "a checkpoint was written before its lines were synced"
-        assert events[index + 1] == ("fsync", "dir")
-    # between the two checkpoints: epoch 3 and 4 lines, no fsync of metrics except the one before checkpoint 2
+    writer_thread = events[checkpoints[0]][2]
+    assert writer_thread.startswith("lowrank-checkpoint")  # not the training thread
+    for index, claimed in zip(checkpoints, (2, 4)):
+        # later epochs' lines may be appended meanwhile, but every line of the epochs the
+        # checkpoint claims precedes an fsync of metrics.jsonl that precedes it
+        last_claimed = max(i for i, e in enumerate(events[:index]) if e[0] == "line" and e[2] is not None
+                           and e[2] <= claimed and e[1] != "test")
+        assert ("fsync", "metrics", writer_thread) in events[last_claimed:index], "checkpoint before its lines were synced"
+    written = [e[:2] for e in events if e[0] != "line" and e[2] == writer_thread]
+    # per checkpoint: metrics fsync, best.pt (file fsync, rename, no directory fsync), then
+    # checkpoint.pt (file fsync, rename) and one directory fsync for both renames
+    pair = [("fsync", "metrics"), ("fsync", "file"), ("replace", "best.pt"), ("fsync", "file"),
+            ("replace", "checkpoint.pt"), ("fsync", "dir")]
+    single = [("fsync", "metrics"), ("fsync", "file"), ("replace", "checkpoint.pt"), ("fsync", "dir")]
+    assert written[:6] == pair  # epoch 2 improved on nothing before it: best.pt goes with it
+    assert written[6:] in (pair, single)
     between = events[checkpoints[0] + 1:checkpoints[1]]
-    assert [e for e in between if e == ("fsync", "metrics")] == [("fsync", "metrics")]
-    assert sum(1 for e in between if e == ("line", "epoch")) == 2
-    assert sum(1 for e in events if e == ("fsync", "dir")) <= sum(1 for e in events if e[0] == "replace")
-    best = [i for i, e in enumerate(events) if e == ("replace", "best.pt")]
-    assert best
-    for index in best:  # best.pt's rename is covered by the directory fsync after checkpoint.pt's
-        following = events[index + 1:events.index(("replace", "checkpoint.pt"), index)]
-        assert ("fsync", "dir") not in following
+    assert sum(1 for e in between if e[:2] == ("line", "epoch")) == 2  # epochs 3 and 4: no fsync of their own
+    assert sum(1 for e in between if e[:2] == ("fsync", "metrics")) == 1
 
 
 def test_status_is_not_rewritten_every_epoch(home, monkeypatch):
