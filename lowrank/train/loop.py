@@ -223,13 +223,13 @@ def _train(run: RunDir, resume: bool, local_stop: StopFlag, config: Any, device:
         best = serialize(best_pending) if best_pending is not None else None
         best_pending = None
         state = serialize({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "epoch": epoch_done, "phase": phase_index,
-                     "objective": objective.state_dict(), "scaler": precision.state_dict(),
-                     "best_err1": best_err1, "best_epoch": best_epoch, "train_seconds": train_seconds,
-                     "rng": rng, "config": config.to_dict(),
-                     "mid_epoch": position.to_checkpoint() if position is not None else None,
-                     **({"rng_ranks": [r for r, _ in ranks], "epoch_rng_ranks": [e for _, e in ranks]}
-                        if ranks else {})})
+                          "scheduler": scheduler.state_dict(), "epoch": epoch_done, "phase": phase_index,
+                          "objective": objective.state_dict(), "scaler": precision.state_dict(),
+                          "best_err1": best_err1, "best_epoch": best_epoch, "train_seconds": train_seconds,
+                          "rng": rng, "config": config.to_dict(),
+                          "mid_epoch": position.to_checkpoint() if position is not None else None,
+                          **({"rng_ranks": [r for r, _ in ranks], "epoch_rng_ranks": [e for _, e in ranks]}
+                             if ranks else {})})
 
         def write() -> None:
             run.sync_metrics()  # durable record first: the metric lines of the epochs this checkpoint claims
