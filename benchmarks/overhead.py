@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import statistics
 import sys
 import tempfile
@@ -166,17 +165,18 @@ def harness_run(config: Any, home: Path, after_epoch_steps: Any = None) -> dict[
 class Baton:
     """Two sides in two threads take turns; each side's time is the sum of its own turns.
 
-    At each hand-over the global RNG states (python, numpy, torch, CUDA) of the side that stops
-    are saved and those of the side that starts restored, so each side draws the numbers it
-    would draw alone. On CUDA a side's turn ends after a synchronize (its queued work is its own).
+    At each hand-over the global RNG states (python, numpy, torch, CUDA: the worker's own
+    ``rng_state``) of the side that stops are saved and those of the side that starts restored,
+    so each side draws the numbers it would draw alone; both start from ``start_rng``. On CUDA a
+    side's turn ends after a synchronize (its queued work is its own).
     """
 
-    def __init__(self, sides: tuple[str, str], cuda: bool) -> None:
+    def __init__(self, sides: tuple[str, str], cuda: bool, start_rng: dict[str, Any]) -> None:
         self.sides, self.cuda = sides, cuda
         self.holder = sides[0]
         self.done: set[str] = set()
         self.active = {side: 0.0 for side in sides}
-        self.rng: dict[str, Any] = {}
+        self.rng = {side: start_rng for side in sides}
         self.since = 0.0
         self.turn_seconds: dict[str, list[float]] = {side: [] for side in sides}
         self.condition = threading.Condition()
@@ -187,16 +187,19 @@ class Baton:
     def _stop_clock(self, side: str) -> None:
         import torch
 
+        from lowrank.train.checkpoint import rng_state
+
         if self.cuda:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - self.since
         self.active[side] += seconds
         self.turn_seconds[side].append(seconds)
-        self.rng[side] = _rng_states(self.cuda)
+        self.rng[side] = rng_state()
 
     def _start_clock(self, side: str) -> None:
-        if side in self.rng:
-            _set_rng_states(self.rng[side], self.cuda)
+        from lowrank.train.checkpoint import set_rng_state
+
+        set_rng_state(self.rng[side])
         self.since = time.perf_counter()
 
     def begin(self, side: str) -> None:
@@ -226,25 +229,6 @@ class Baton:
             self.condition.notify_all()
 
 
-def _rng_states(cuda: bool) -> tuple[Any, ...]:
-    import numpy as np
-    import torch
-
-    return (random.getstate(), np.random.get_state(), torch.get_rng_state(),
-            torch.cuda.get_rng_state_all() if cuda else None)
-
-
-def _set_rng_states(states: tuple[Any, ...], cuda: bool) -> None:
-    import numpy as np
-    import torch
-
-    random.setstate(states[0])
-    np.random.set_state(states[1])
-    torch.set_rng_state(states[2])
-    if cuda:
-        torch.cuda.set_rng_state_all(states[3])
-
-
 def interleaved_pair(config: Any, home: Path, calibrate: bool = False, harness_first: bool = False) -> dict[str, Any]:
     """The bare loop and the harness (or, calibrating, a second bare loop) taking epoch turns.
 
@@ -255,13 +239,12 @@ def interleaved_pair(config: Any, home: Path, calibrate: bool = False, harness_f
     states, as two fresh processes would."""
     import signal
 
+    from lowrank.train.checkpoint import rng_state
     from lowrank.train.device import resolve_device
 
     cuda = resolve_device(config.train.device).type == "cuda"
     names = ("bare", "bare_2" if calibrate else "harness")
-    baton = Baton(names[::-1] if harness_first else names, cuda)
-    start = _rng_states(cuda)
-    baton.rng = {name: start for name in names}
+    baton = Baton(names[::-1] if harness_first else names, cuda, rng_state())
     results: dict[str, Any] = {}
     errors: list[BaseException] = []
 
@@ -302,7 +285,6 @@ def measure(case: str, overrides: list[str], pairs: int, home: Path, quiet: bool
     import contextlib
 
     from lowrank.config import load
-
     from lowrank.train.allocator import tune_cpu_allocator
 
     preset, base = CASES[case]

@@ -63,11 +63,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def atomic_save(obj: Any, path: Path, sync_dir: bool = True) -> None:
+def atomic_save(obj: Any, path: Path) -> None:
     """torch.save through :func:`lowrank.rundir.atomic_replace`: a kill never leaves half a
-    checkpoint, and the temporary name is unpredictable (no planted symlink is followed).
-    ``sync_dir=False``: the caller's next save in the same directory fsyncs it for both."""
-    with atomic_replace(path, sync_dir=sync_dir) as handle:
+    checkpoint, and the temporary name is unpredictable (no planted symlink is followed)."""
+    with atomic_replace(path) as handle:
         torch.save(obj, handle)
 
 

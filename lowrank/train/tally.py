@@ -51,10 +51,11 @@ class Window:
 class Tally:
     """Device-side per-step figures; :meth:`read` syncs once and returns a :class:`Window`.
 
-    A step's predictions are kept as its (detached) logits and targets, and ranked in one
-    batched top-k when :data:`FOLD_STEPS` steps are pending or at :meth:`read`: one top-k per
-    window instead of four small kernels per step (on a small CPU model those were ~1 % of the
-    step). The held logits are bounded by FOLD_STEPS batches of ``batch x classes`` values.
+    A step's predictions are kept as its (detached) logits and targets, one pair per batch (or
+    micro-batch under accumulation), and ranked in one batched top-k when :data:`FOLD_STEPS`
+    pairs are pending or at :meth:`read`: one top-k per window instead of four small kernels per
+    step (on a small CPU model those were ~1 % of the step). The held logits are bounded by
+    FOLD_STEPS (micro-)batches of ``batch x classes`` values.
     """
 
     FOLD_STEPS = 32
