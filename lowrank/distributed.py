@@ -17,10 +17,12 @@ states, a pruner's decision) and a barrier. Rank 0 alone writes the run director
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import datetime
 import os
-from typing import Any
+import sys
+from typing import Any, NoReturn
 
 from .errors import UserError
 
@@ -107,10 +109,13 @@ SOLO = Solo()
 class Group(Solo):
     """The initialised default process group (+ a gloo group for host-side flags under NCCL)."""
 
+    joined = False  # set once this process has joined a group: see exit_process
+
     def __init__(self, env: RankEnv, device: Any) -> None:
         import torch
         import torch.distributed as dist
 
+        Group.joined = True  # before init: a failed init can have started threads too
         self.env = env
         self.rank, self.world_size, self.is_main, self.distributed = env.rank, env.world_size, env.is_main, True
         self.device = device
@@ -183,6 +188,30 @@ def connect(env: RankEnv, device_type: str) -> Solo:
     else:
         device = torch.device(device_type)
     return Group(env, device)
+
+
+def exit_process(code: int) -> NoReturn:
+    """End this process with ``code``; a rank that joined a process group skips interpreter teardown.
+
+    Once DDP has wrapped a model, torch keeps the process group -- and its gloo threads
+    (``pt_gloo_runloop``, ``gloo_tcp_loop``) -- alive after ``destroy_process_group``: C++
+    still holds it. Those threads then run while Python finalises and C++ destroys its
+    statics, and now and then that ends in ``terminate called without an active exception``
+    (SIGABRT) after the run has finished; torchrun reports the rank as failed and stops the
+    others, possibly while rank 0 still writes its results (CI, 5 Dec 2026: 1 exit in ~100).
+    So such a rank runs Python's exit handlers, flushes stdout/stderr and leaves with
+    ``os._exit``: everything the run owns is written and closed before this point.
+    A process that never joined a group exits normally.
+    """
+    if not Group.joined:
+        sys.exit(code)
+    atexit._run_exitfuncs()  # what a normal exit runs first (multiprocessing, logging, compile workers)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):  # closed or replaced: nothing left to flush
+            pass
+    os._exit(code)
 
 
 def rank_seed(seed: int, rank: int) -> int:

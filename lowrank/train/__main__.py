@@ -1,7 +1,6 @@
 """``python -m lowrank.train RUN_DIR [--resume]``: the training worker (see ``worker.py``)."""
 
-import sys
-
+from ..distributed import exit_process
 from .worker import main
 
-sys.exit(main())
+exit_process(main())

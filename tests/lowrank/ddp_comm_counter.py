@@ -9,6 +9,7 @@ import sys
 
 import torch.distributed as dist
 
+from lowrank.distributed import exit_process
 from lowrank.train import loop, parallel
 from lowrank.train.worker import main
 
@@ -31,4 +32,4 @@ def _counting_wrap(*args, **kwargs):
 loop.wrap = _counting_wrap
 code = main([sys.argv[1]])
 print(f"rank {os.environ.get('RANK')}: all-reduces {CALLS[0]}", flush=True)
-sys.exit(code)
+exit_process(code)  # as python -m lowrank.train leaves

@@ -268,6 +268,27 @@ def test_rank_slices_partition_every_batch_in_order():
             assert max(map(len, parts)) - min(map(len, parts)) <= 1
 
 
+def test_a_rank_never_tears_down_its_interpreter_while_gloo_threads_run(home, tmp_path):
+    """CI, 5 Dec 2026: a rank that had finished aborted at exit ('terminate called without an active
+    exception', SIGABRT) and torchrun failed the run. After DDP, torch keeps the process group's
+    gloo threads alive past destroy_process_group, so they ran during interpreter teardown (about
+    1 exit in 100 crashed). A rank now runs its exit handlers and leaves without teardown."""
+    run = make_run(EXACT + ["model.name=mlp", "model.kwargs={hidden: [16]}", "train.epochs=1",
+                            "resources.nproc=2"])
+    witness = str(Path(__file__).with_name("ddp_exit_witness.py"))
+    out = tmp_path / "exit"
+    with open(run.file("output.log"), "ab") as log:
+        code = subprocess.run([*TORCHRUN, witness, str(run.path), str(out)], stdout=log, stderr=subprocess.STDOUT,
+                              cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300).returncode
+    assert code == 0, run.file("output.log").read_text()[-3000:]
+    assert run.read_status()["state"] == "finished"
+    for rank in (0, 1):
+        assert (tmp_path / f"exit.atexit.{rank}").exists()  # exit handlers still ran
+        teardown = tmp_path / f"exit.teardown.{rank}"
+        threads = teardown.read_text() if teardown.exists() else ""
+        assert "gloo" not in threads, f"rank {rank} tore down its interpreter beside threads: {threads}"
+
+
 def test_accumulation_micro_steps_do_not_all_reduce(home):
     """train.accumulate=4: one gradient all-reduce per optimizer step, not per micro-batch (no_sync)."""
     run = make_run(EXACT + ["model.name=mlp", "model.kwargs={hidden: [16]}", "train.accumulate=4",
