@@ -198,7 +198,8 @@ def exit_process(code: int) -> NoReturn:
     still holds it. Those threads then run while Python finalises and C++ destroys its
     statics, and now and then that ends in ``terminate called without an active exception``
     (SIGABRT) after the run has finished; torchrun reports the rank as failed and stops the
-    others, possibly while rank 0 still writes its results (CI, 5 Dec 2026; 2 of ~420 exits of a bare 2-rank DDP script here).
+    others, possibly while rank 0 still writes its results (CI, 5 Dec 2026; 2 of ~420 exits
+    of a bare 2-rank DDP script on the 2-core VM).
     So such a rank runs Python's exit handlers, flushes stdout/stderr and leaves with
     ``os._exit``: everything the run owns is written and closed before this point.
     A process that never joined a group exits normally.
