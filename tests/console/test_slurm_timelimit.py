@@ -4,29 +4,79 @@ the run finishes; the history (``previous_attempts``) has one entry per requeue 
 metrics.jsonl one resumed start per attempt. Inherently 1.5-4 minutes: Slurm checks time
 limits every 30 s and signals once the limit is within signal_delay_s + 30 s (so each
 attempt trains 20-50 s here), and a requeued job waits ``cred_expire`` (10 s on the test
-cluster) before it starts again."""
+cluster) before it starts again.
+
+So the run is submitted when collection ends (``start_early``, marker ``starts_early``: see
+tests/conftest.py) and this test, ordered last, checks it: those minutes overlap the rest
+of the suite. Run alone, the test submits it itself."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
-from slurm_helpers import cli, sacct_states, status, wait_left_queue, wait_state, write_preset
+from slurm_helpers import cancel_leftovers, cli, sacct_states, slurm_env, status, wait_left_queue, wait_state, \
+    write_preset
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.starts_early]
 EPOCHS = 120  # ~0.5 s each here (more under load): more than one attempt trains before the signal
+ENDED = ("finished", "failed", "killed")
+
+
+class LimitRun:
+    """The time-limited run, submitted to the real cluster with a LOWRANK_HOME of its own."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="lowrank-slurm-limit-"))
+        self.home = self.root / "home"
+        self.env = slurm_env(self.home)
+        preset = write_preset(self.root, epochs=EPOCHS, num_train=4096, name="limit",
+                              slurm={"time": 1, "signal_delay_s": 10, "max_requeues": 12})
+        self.submitted = cli("run", str(preset), "--detach", "--json", env=self.env)
+        self.run_id = json.loads(self.submitted.stdout)["run_id"] if self.submitted.returncode == 0 else None
+        self.row: dict | None = None
+
+    def wait_ended(self, timeout: float = 540) -> dict:
+        """The run's ``ls --json`` row once it has ended (polled once; later calls return it)."""
+        assert self.run_id is not None, self.submitted.stderr
+        if self.row is None:
+            self.row = wait_state(self.env, self.run_id, ENDED, timeout=timeout)
+        return self.row
+
+    def cleanup(self) -> None:
+        cancel_leftovers(self.home)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+STARTED: list[LimitRun] = []
+
+
+def start_early() -> LimitRun:
+    """Called by tests/conftest.py when collection ends: submit now, check at the end."""
+    STARTED.append(LimitRun())
+    return STARTED[-1]
+
+
+@pytest.fixture
+def limit_run():
+    if STARTED:  # submitted at collection's end; the conftest cleans it up
+        yield STARTED[0]
+        return
+    started = LimitRun()
+    try:
+        yield started
+    finally:
+        started.cleanup()
 
 
 @pytest.mark.timeout(600)
-def test_time_limit_requeues_and_resumes(home, tmp_path, slurm_home):
-    env = slurm_home
-    preset = write_preset(tmp_path, epochs=EPOCHS, num_train=4096, name="limit",
-                          slurm={"time": 1, "signal_delay_s": 10, "max_requeues": 12})
-    done = cli("run", str(preset), "--detach", "--json", env=env)
-    assert done.returncode == 0, done.stderr
-    run_id = json.loads(done.stdout)["run_id"]
-    row = wait_state(env, run_id, ("finished", "failed", "killed"), timeout=540)
+def test_time_limit_requeues_and_resumes(limit_run):
+    home, run_id = limit_run.home, limit_run.run_id
+    row = limit_run.wait_ended()
     recorded = status(home, run_id)
     assert row["state"] == "finished", (row, recorded.get("error"))
     job = recorded["slurm_job_id"]
