@@ -36,29 +36,36 @@ def write_atomically(data: memoryview, path: Path, sync_dir: bool = True) -> Non
 
 
 class CheckpointWriter:
-    """One background thread that runs write tasks in submission order."""
+    """One background thread that runs write tasks in submission order, one at a time.
+
+    A task is submitted only once the one before it is done: at most one checkpoint is being
+    written while the next is serialised (memory stays bounded when the disk is slower than an
+    epoch), and a write that failed fails the run at the next checkpoint, as a write in the
+    loop did, not at the end of a run that went on without checkpoints.
+    """
 
     def __init__(self) -> None:
         self._pool: ThreadPoolExecutor | None = None
-        self._pending: list[Future] = []
+        self._last: Future | None = None
 
     def submit(self, task: Callable[[], None]) -> None:
-        """Run ``task`` after every task submitted before it."""
+        """Run ``task`` once every task submitted before it is done; raises an earlier one's error."""
+        self.wait()
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lowrank-checkpoint")
-        self._pending.append(self._pool.submit(task))
+        self._last = self._pool.submit(task)
 
     def wait(self) -> None:
-        """Block until every submitted task is done; raises the first one's error."""
-        pending, self._pending = self._pending, []
-        for future in pending:
-            future.result()
+        """Block until every submitted task is done; raises the error of the one that failed."""
+        last, self._last = self._last, None
+        if last is not None:
+            last.result()
 
     def close(self) -> None:
-        """Finish the pending writes (after an error too, without raising over it) and stop."""
-        for future in self._pending:
-            future.exception()  # waits; an error here is secondary to the one being raised
-        self._pending = []
+        """Finish the pending write (after an error too, without raising over it) and stop."""
+        if self._last is not None:
+            self._last.exception()  # waits; an error here is secondary to the one being raised
+            self._last = None
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None

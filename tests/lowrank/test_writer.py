@@ -34,6 +34,28 @@ def test_tasks_run_in_order_off_the_calling_thread_and_errors_surface_at_wait(tm
     writer.close()  # after an error being raised elsewhere: finishes, does not raise over it
 
 
+def test_a_failed_write_fails_the_next_submit_and_one_write_is_in_flight_at_a_time():
+    """A write that failed is raised at the next checkpoint (not at the end of a run that went on
+    without checkpoints), and a checkpoint is queued only once the one before it is written."""
+    writer, release, running = CheckpointWriter(), threading.Event(), []
+
+    def slow() -> None:
+        running.append("slow")
+        assert release.wait(timeout=60)
+
+    writer.submit(slow)
+    threading.Timer(0.2, release.set).start()
+    writer.submit(lambda: running.append("next"))  # returns once `slow` is done
+    assert release.is_set() and running[0] == "slow"
+    writer.wait()
+    assert running == ["slow", "next"]
+    writer.submit(lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        writer.submit(lambda: running.append("never"))
+    writer.close()
+    assert "never" not in running
+
+
 def test_serialize_snapshots_the_tensors_as_they_are_at_the_call():
     weight = torch.zeros(3)
     data = serialize({"w": weight})
