@@ -175,7 +175,7 @@ def run_sections(cuda: bool, quick: bool, skip_compile: bool, home: Path,
     if skip:
         report["bench_layers"] = {"skipped": skip}
     else:
-        from lowrank.bench import bench_acdc_linear, bench_layers
+        from lowrank.deploy.layers import bench_acdc_linear, bench_layers
 
         rows = bench_layers([64, 256, 640], [64, 128], device="cuda", hw=32, repeat=5)
         rows += bench_acdc_linear(n=4096, batch=128, device="cuda", repeat=5)

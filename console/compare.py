@@ -349,6 +349,8 @@ def _pinned_config(config, entry: PlanEntry) -> dict[str, Any]:
     data["name"] = entry.name
     data["substitute"].update(hp=entry.hp, budget=None, budget_params=None)
     data["train"]["seed"] = entry.seed
+    if data["bench"]["after_run"] is None:  # a comparison measures each run's latency unless told not to
+        data["bench"]["after_run"] = True
     return from_dict(data, source=f"sweep entry {entry.name}").to_dict()  # validated again, hp range included
 
 

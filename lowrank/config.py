@@ -254,6 +254,14 @@ class LogConfig(Section):
     tensorboard: bool = False  # also write TensorBoard event files into RUN_DIR/tensorboard (optional extra)
 
 
+class BenchConfig(Section):
+    """Measured latency of the finished run's deployable network, recorded with its results (lowrank.deploy)."""
+
+    after_run: bool | None = None  # time it at the run's end; None: off for `lowrank run`, on for compare sweeps
+    batch: int | None = Field(None, ge=1, le=MAX_BATCH_SIZE)  # the throughput batch; None: data.batch_size
+    repeat: int = Field(7, ge=1, le=100)  # interleaved timed rounds (median)
+
+
 class ResourcesConfig(Section):
     """What the run needs from the host; the scheduler starts it when that is free."""
 
@@ -302,6 +310,7 @@ class ExperimentConfig(Section):
     substitute: SubstituteConfig = Field(default_factory=SubstituteConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    bench: BenchConfig = Field(default_factory=BenchConfig)  # latency measured after the run (bench.after_run)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     slurm: SlurmConfig = Field(default_factory=SlurmConfig)  # used when resources.backend is slurm
     teacher: TeacherConfig | None = None  # needed by distill and imitation

@@ -58,6 +58,9 @@ RESULT_COLUMNS = (
     # migrated by :func:`lowrank.results.write_result` to this header, its rows keeping their values.
     "compression_architecture", "compression_precision", "pruned_test_err1", "quantised_test_err1",
     "dense_baseline_err1",
+    # Measured latency (bench.after_run; lowrank.deploy.records): ms per batch-1 eval forward, images/s at
+    # throughput_batch, and what measured it. Appended last, migrated like the columns above.
+    "latency_ms_b1", "throughput", "throughput_batch", "latency_device", "latency_threads", "latency_torch",
 )
 
 

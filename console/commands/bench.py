@@ -1,4 +1,5 @@
-"""``lowrank bench layers``: time every substitute method against the dense conv it replaces."""
+"""``lowrank bench layers`` (every substitute method against the dense conv it replaces) and
+``lowrank bench model`` (a whole deployable network against the dense network of its preset)."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def layers(
         raise typer.BadParameter("expected cpu or cuda", param_hint="--device")
     import torch
 
-    from lowrank.bench import bench_acdc_linear, bench_layers
+    from lowrank.deploy.layers import bench_acdc_linear, bench_layers
     from lowrank.methods import get_method
 
     if device == "cuda" and not torch.cuda.is_available():
@@ -91,6 +92,165 @@ def layers(
     if linear:
         typer.echo(f"\nACDC vs nn.Linear, N={linear_n}, batch {linear_batch} (ratios to nn.Linear)")
         typer.echo("\n".join(_table(linear, "layer", "linear")))
+
+
+def resolve_source(text: str, overrides: list[str]) -> tuple[str, object]:
+    """("preset", path) for an existing YAML file, else ("run", RunDir) for a run id; a run takes no
+    --set (its config is what it trained with). Raises UserError naming what was looked for."""
+    from pathlib import Path
+
+    from lowrank.errors import UserError
+
+    path = Path(text).expanduser()
+    if path.is_file() or path.suffix in (".yaml", ".yml"):
+        return "preset", path
+    from console.run_ids import resolve_in
+    from console.runs import RunStore
+
+    run = resolve_in(RunStore().root, text)
+    if overrides:
+        raise UserError("--set changes a preset; a run's network is the one it trained", key="--set",
+                        hint="bench the run's preset with --set instead, or drop --set")
+    return "run", run
+
+
+MODEL_DEFAULT_BATCH = "1,64"
+
+
+@bench_app.command(no_args_is_help=True)
+def model(
+    source: Annotated[str, typer.Argument(metavar="PRESET|RUN", help="experiment YAML (initial weights) or a run "
+                                                                    "(its trained weights; id, tail, last)")],
+    set_: Annotated[list[str], typer.Option("--set", "-s", help="override KEY.PATH=VALUE (presets), repeatable")] = [],
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    threads: Annotated[str, typer.Option(help="Comma-separated intra-op thread counts; 'all' = every usable core.")]
+    = "all",
+    batch: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = MODEL_DEFAULT_BATCH,
+    mode: Annotated[str, typer.Option(help="Comma-separated: eager, compile (torch.compile), onnx (ONNX Runtime; "
+                                          "the export extra).")] = "eager",
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16 (the network and its inputs cast).")]
+    = "float32",
+    repeat: Annotated[int, typer.Option(min=1, max=1000, help="Interleaved timed rounds (median and IQR).")] = 7,
+    depth: Annotated[int, typer.Option(min=1, help="Module depth of the where-the-time-goes table (as lowrank count).")]
+    = 2,
+    as_json: Annotated[bool, typer.Option("--json", help="Print everything as JSON.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print the timing rows as CSV.")] = False,
+) -> None:
+    """Latency and throughput of the deployable network beside the dense network of the same preset."""
+    from lowrank.deploy.latency import check_request, parse_threads
+    from lowrank.errors import UserError
+
+    batches = _ints(batch, "--batch")
+    try:
+        thread_counts = parse_threads(threads)
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated positive integers or 'all', got {threads!r}",
+                                 param_hint="--threads") from None
+    modes = list(dict.fromkeys(part.strip() for part in mode.split(",") if part.strip()))
+    if not modes:
+        raise typer.BadParameter("expected eager, compile and/or onnx", param_hint="--mode")
+    if as_json and as_csv:
+        raise UserError("--json and --csv both asked for", key="--csv", hint="pick one")
+    check_request(device, modes, dtype)
+    kind, where = resolve_source(source, set_)
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from lowrank.deploy.deployable import dense_reference, from_preset, from_run
+    from lowrank.deploy.latency import bench_model
+
+    passes = len(thread_counts) * len(batches) + 3  # + building both networks and the breakdown
+    with Progress(TextColumn("bench model"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("bench", total=passes)
+        subject = from_preset(where, set_, device) if kind == "preset" else from_run(where.path, device)
+        bar.advance(task)
+        reference = dense_reference(subject)
+        bar.advance(task)
+        result = bench_model(subject, reference, threads=thread_counts, batches=batches, modes=modes,
+                             repeat=repeat, depth=depth, dtype=dtype, progress=lambda _label: bar.advance(task))
+    result["source"] = {"kind": kind, "name": str(where) if kind == "preset" else where.run_id}
+    if as_json:
+        from console.safe_text import dumps
+
+        typer.echo(dumps(result, indent=2, default=str))
+        return
+    if as_csv:
+        typer.echo(model_csv(result), nl=False)
+        return
+    typer.echo("\n".join(model_report(result)))
+
+
+CSV_COLUMNS = ("source", "network", "device_name", "dtype", "threads", "batch", "mode", "ms", "iqr_ms", "per_image_ms",
+               "throughput", "dense_ms", "dense_iqr_ms", "dense_per_image_ms", "dense_throughput", "ratio", "ratio_iqr",
+               "params_ratio", "macs_ratio", "rounds", "torch")
+
+
+def model_csv(result: dict) -> str:
+    """The timing rows of a ``bench model`` result as CSV (one row per threads, batch, mode)."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    env = result["environment"]
+    for row in result["rows"]:
+        writer.writerow({**row, "source": result["source"]["name"], "network": result["subject"]["label"],
+                         "device_name": env["device_name"], "dtype": env["dtype"], "torch": env["torch"],
+                         **result["declared"]})
+    return buffer.getvalue()
+
+
+def _ms(value) -> str:
+    return "-" if value is None else (f"{value:.3f}" if value < 10 else f"{value:.1f}")
+
+
+def model_report(result: dict) -> list[str]:
+    """The human-readable report: declared ratios, measured ratios per row, the depth table."""
+    from console.safe_text import clean
+
+    env, subject, dense, declared = result["environment"], result["subject"], result["reference"], result["declared"]
+    name = clean(subject["label"])
+    lines = [f"{clean(result['source']['name'])}: {clean(subject['model'])} with {name} ({clean(subject['weights'])}) "
+             f"vs dense",
+             f"device: {clean(env['device_name'])}, {env['dtype']}, torch {env['torch']}"
+             + (f", onnxruntime {env['onnxruntime']}" if env.get("onnxruntime") else "")
+             + f"; median of {env['repeat']} interleaved rounds, ±iqr",
+             f"declared: params {subject['params']:,} vs {dense['params']:,} (x{declared['params_ratio']:.3f} dense), "
+             f"mult-adds/image {subject['macs']:,} vs {dense['macs']:,} (x{declared['macs_ratio']:.3f} dense)", ""]
+    header = (f"{'threads':>7} {'batch':>5} {'mode':<7} {'dense ms/img':>12} {name + ' ms/img':>16} "
+              f"{'time x dense':>14} {'img/s':>9} {'macs x':>7} {'params x':>8}")
+    lines.append(header)
+    for row in result["rows"]:
+        ratio = f"{row['ratio']:.3f}±{row['ratio_iqr']:.3f}"
+        flag = "  slower" if row["ratio"] > 1.0 else ""
+        lines.append(f"{row['threads']:>7} {row['batch']:>5} {row['mode']:<7} {_ms(row['dense_per_image_ms']):>12} "
+                     f"{_ms(row['per_image_ms']):>16} {ratio:>14} {row['throughput'] or 0:>9.0f} "
+                     f"{declared['macs_ratio']:>7.3f} {declared['params_ratio']:>8.3f}{flag}")
+    fewer_but_slower = [row for row in result["rows"] if row["ratio"] > 1.0 and (declared["macs_ratio"] or 1) < 1.0]
+    if fewer_but_slower:
+        lines.append(f"fewer mult-adds, slower: {len(fewer_but_slower)} of {len(result['rows'])} settings "
+                     f"(x{declared['macs_ratio']:.3f} the mult-adds, up to x{max(r['ratio'] for r in fewer_but_slower):.2f} "
+                     f"the time)")
+    table = result["breakdown"]
+    lines += ["", f"where the time goes (eager, batch {table['batch']}, {table['threads']} threads, module depth "
+                  f"{table['depth']}; forward hooks, ms per forward)",
+              f"{'module':<28} {'params x':>9} {'macs x':>8} {'dense ms':>9} {name + ' ms':>14} {'time x':>7}"]
+    for row in table["rows"]:
+        params = f"{row['params'] / row['dense_params']:.3f}" if row["dense_params"] else "-"
+        macs = f"{row['macs'] / row['dense_macs']:.3f}" if row["dense_macs"] else "-"
+        time_ratio = (f"{row['ms'] / row['dense_ms']:.2f}" if row.get("ms") is not None and row.get("dense_ms")
+                      else "-")
+        mark = "  <- fewer mult-adds, slower" if (row["dense_macs"] and row["macs"] < row["dense_macs"]
+                                                   and row.get("ms") and row.get("dense_ms")
+                                                   and row["ms"] > row["dense_ms"]) else ""
+        lines.append(f"{clean(row['name']):<28} {params:>9} {macs:>8} {_ms(row.get('dense_ms')):>9} "
+                     f"{_ms(row.get('ms')):>14} {time_ratio:>7}{mark}")
+    lines.append(f"{'total':<28} {'':>9} {'':>8} {_ms(table['dense_total_ms']):>9} {_ms(table['total_ms']):>14} "
+                 f"{table['total_ms'] / table['dense_total_ms']:>7.2f}")
+    return lines
 
 
 def register(app: typer.Typer) -> None:

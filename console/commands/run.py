@@ -203,12 +203,18 @@ BAYES_KEYS = ("compression_architecture", "compression_precision", "masked_test_
               "bayes_kept_weights")
 
 
+# the summary keys of a run measured with ``bench.after_run`` (lowrank.deploy.records.SUMMARY_KEYS)
+LATENCY_KEYS = ("latency_ms_b1", "throughput", "throughput_batch", "latency_device", "latency_threads",
+                "latency_torch", "latency_error")
+
+
 def _print_summary(run_dir, status: dict, as_json: bool) -> None:
     keys = ("run_id", "name", "state", "params", "macs", "dense_params", "dense_macs", "method", "hp",
             "budget_target", "budget_gap", "final_val_err1", "best_val_err1", "best_epoch", "test_err1",
             "test_err5", "val_is_test", "train_seconds", "error")
     summary = {key: status.get(key) for key in keys}
     summary.update({key: status[key] for key in BAYES_KEYS if key in status})  # bayes: runs only
+    summary.update({key: status[key] for key in LATENCY_KEYS if key in status})  # bench.after_run only
     summary["run_dir"] = str(run_dir.path)
     if as_json:
         from console.safe_text import dumps
@@ -243,6 +249,12 @@ def _print_summary(run_dir, status: dict, as_json: bool) -> None:
                    f"{pct(status.get('unmasked_test_err1'))}   dense baseline {pct(status.get('dense_baseline_err1'))}")
     if status.get("train_seconds") is not None:
         typer.echo(f"  train time   {status['train_seconds']:.1f} s")
+    if status.get("latency_ms_b1") is not None:
+        threads = f", {status['latency_threads']} threads" if status.get("latency_threads") else ""
+        typer.echo(f"  latency      {status['latency_ms_b1']:.3f} ms at batch 1, {status.get('throughput') or 0:,.0f} img/s "
+                   f"at batch {status.get('throughput_batch')} ({clean(status.get('latency_device'))}{threads}; eager)")
+    elif status.get("latency_error"):
+        typer.echo(f"  latency      not measured: {clean_block(status['latency_error'])}")
     if status.get("error"):
         typer.echo(f"  error        {clean_block(status['error'])}")
     typer.echo(f"  run dir      {run_dir.path}")

@@ -119,7 +119,14 @@ class _RebuiltInBackward(torch.autograd.Function):
 
 def collapsed_matrix(module: nn.Module, cache: CollapsedCache, build: Callable[[], torch.Tensor]) -> torch.Tensor:
     """The effective matrix: built differentiably every forward in training mode with autograd on;
-    in eval mode (or without autograd) the cached one, its gradient, if any, from a rebuild in backward."""
+    in eval mode (or without autograd) the cached one, its gradient, if any, from a rebuild in backward.
+
+    Under ``torch.export`` (ONNX and pt2 export) the build is traced into the graph instead: the
+    exported file then stores the compressed parameters, not their expansion, and the runtime
+    folds the build into a constant once at load (ONNX Runtime's constant folding), which is what
+    the cache does here."""
+    if torch.compiler.is_exporting():
+        return build()
     params = list(module.parameters())
     needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in params)
     key = cache.key(module)

@@ -190,8 +190,12 @@ class StackedACDCLinear(CollapsibleLinear):
         return v  # unreachable: layers >= 1
 
     def matrix(self) -> torch.Tensor:
-        """The effective (in_features, out_features) matrix W, so that the stack is x @ W (+ bias)."""
-        return self.transform(self.basis(), dense_dct=self.dense_build())[:, :self.out_features]
+        """The effective (in_features, out_features) matrix W, so that the stack is x @ W (+ bias).
+
+        Exported (``torch.export``), the build goes through the FFT transform: the dense path's
+        N x N DCT matrix would be stored in the file as a constant as large as the expansion."""
+        dense = self.dense_build() and not torch.compiler.is_exporting()
+        return self.transform(self.basis(), dense_dct=dense)[:, :self.out_features]
 
     def stack_matrix(self, a: torch.Tensor | None = None, d: torch.Tensor | None = None) -> torch.Tensor:
         """The map of :meth:`matrix` as one batched product of the L layer matrices

@@ -76,10 +76,13 @@ class StackedAFDFLinear(CollapsibleLinear):
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         """The stack on real length-N vectors (last dimension); returns the real part."""
-        z = x.to(torch.complex128 if x.dtype == torch.float64 else torch.complex64)
-        a, d = torch.complex(self.a[0], self.a[1]), torch.complex(self.d[0], self.d[1])
+        # complex tensors are made from real ones per layer and never indexed: the ONNX exporter
+        # translates complex arithmetic and FFTs, but not selecting from a complex tensor
+        z = torch.complex(x, torch.zeros_like(x))
         for layer in range(self.layers):
-            z = torch.fft.ifft(torch.fft.fft(z * a[layer], dim=-1, norm="ortho") * d[layer], dim=-1, norm="ortho")
+            a = torch.complex(self.a[0, layer], self.a[1, layer])
+            d = torch.complex(self.d[0, layer], self.d[1, layer])
+            z = torch.fft.ifft(torch.fft.fft(z * a, dim=-1, norm="ortho") * d, dim=-1, norm="ortho")
         return z.real
 
     def stack_matrix(self, a: torch.Tensor | None = None, d: torch.Tensor | None = None) -> torch.Tensor:

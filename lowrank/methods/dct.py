@@ -23,19 +23,30 @@ _MATRICES: dict[tuple, torch.Tensor] = {}
 
 
 def _tables(n: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(Makhoul permutation, its inverse, ortho-scaled twiddles s_k*exp(-i*pi*k/2N) for k <= N//2)."""
+    """(Makhoul permutation, its inverse, ortho-scaled twiddles s_k*exp(-i*pi*k/2N) for k <= N//2),
+    cached per (n, device, dtype); under ``torch.export`` built in the graph and never cached (a
+    traced tensor kept in a process-wide table would reach every later eager call)."""
+    if torch.compiler.is_exporting():
+        return _make_tables(n, device, dtype)
     key = (n, str(device), dtype)
     if key not in _CACHE:
-        # evens ascending, then odds descending from the largest odd index below N
-        last_odd = n - 1 if n % 2 == 0 else n - 2
-        perm = torch.cat([torch.arange(0, n, 2), torch.arange(last_odd, 0, -2) if last_odd > 0 else torch.arange(0)])
-        k = torch.arange(n // 2 + 1, dtype=torch.float64)
-        scale = torch.full((n // 2 + 1,), math.sqrt(2.0 / n), dtype=torch.float64)
-        scale[0] = math.sqrt(1.0 / n)
-        twiddle = torch.exp(-1j * math.pi * k / (2 * n)) * scale
-        cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
-        _CACHE[key] = (perm.to(device), torch.argsort(perm).to(device), twiddle.to(device=device, dtype=cdtype))
+        _CACHE[key] = _make_tables(n, device, dtype)
     return _CACHE[key]
+
+
+def _make_tables(n: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The tables of :func:`_tables` from closed forms in real arithmetic (an exporter traces them):
+    perm[i] = 2i for i < ceil(N/2), else 2(N-i)-1 (evens ascending, then odds descending); its
+    inverse sends an even j to j/2 and an odd j to N-(j+1)/2."""
+    i = torch.arange(n, device=device)
+    perm = torch.where(i < (n + 1) // 2, 2 * i, 2 * (n - i) - 1)
+    inverse = torch.where(i % 2 == 0, i // 2, n - (i + 1) // 2)
+    k = torch.arange(n // 2 + 1, device=device, dtype=torch.float64)
+    scale = torch.where(k == 0, torch.full_like(k, math.sqrt(1.0 / n)), torch.full_like(k, math.sqrt(2.0 / n)))
+    angle = -math.pi * k / (2 * n)
+    real = dtype if dtype == torch.float64 else torch.float32
+    twiddle = torch.complex((torch.cos(angle) * scale).to(real), (torch.sin(angle) * scale).to(real))
+    return perm, inverse, twiddle
 
 
 def dct(x: torch.Tensor) -> torch.Tensor:
@@ -101,12 +112,21 @@ _SPECTRAL: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
 def _spectral_tables(n: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """(N - k for the rfft bins k = 0..N//2, 0 for k = 0; 1 / twiddle, so the inverse multiplies)."""
+    if torch.compiler.is_exporting():  # in the graph, uncached (see _tables)
+        return _make_spectral_tables(n, device, dtype)
     key = (n, str(device), dtype)
     if key not in _SPECTRAL:
-        k = torch.arange(n // 2 + 1)
-        _, _, twiddle = _tables(n, device, dtype)
-        _SPECTRAL[key] = (((n - k) % n).to(device), 1.0 / twiddle)
+        _SPECTRAL[key] = _make_spectral_tables(n, device, dtype)
     return _SPECTRAL[key]
+
+
+def _make_spectral_tables(n: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tables of :func:`_spectral_tables`; 1 / (s_k e^(i a_k)) = e^(-i a_k) / s_k in real arithmetic."""
+    k = torch.arange(n // 2 + 1, device=device)
+    _, _, twiddle = _make_tables(n, device, dtype)
+    magnitude = twiddle.abs()
+    inverse_twiddle = torch.complex(twiddle.real / magnitude ** 2, -twiddle.imag / magnitude ** 2)
+    return (n - k) % n, inverse_twiddle
 
 
 def dct_matrix(n: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -120,6 +140,8 @@ def dct_matrix(n: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
 
 def cached_dct_matrix(n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """:func:`dct_matrix` on ``device``/``dtype``, built once per (n, device, dtype)."""
+    if torch.compiler.is_exporting():  # in the graph, uncached (see _tables)
+        return dct_matrix(n).to(device=device, dtype=dtype)
     key = ("matrix", n, str(device), dtype)
     if key not in _MATRICES:
         _MATRICES[key] = dct_matrix(n).to(device=device, dtype=dtype)

@@ -84,11 +84,16 @@ def hash_codes(count: int, real: int, seed: int, device: torch.device | str = "c
         raise ValueError(f"hashed weight with {count} entries is too large (limit 2^31)")
     if torch.device(device).type == "meta":  # shapes only (budget solving, counting): no values to hash
         return torch.empty(count, device=device, dtype=torch.int32)
+    bucket, negative = hash_index_sign(count, real, seed, device)
+    return torch.where(negative, ~bucket, bucket).to(torch.int32)
+
+
+def hash_index_sign(count: int, real: int, seed: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(h(i) as int64, sign(i) < 0 as bool) for flat indices 0..count-1: the hash itself, in tensor ops
+    an exporter can trace (the exported graph computes the index instead of storing it)."""
     key = torch.arange(count, device=device, dtype=torch.int64) ^ (seed & MASK32)
     a = mix32(key)
-    bucket = a % real
-    negative = (mix32(a ^ SIGN_SALT) & 1).bool()
-    return torch.where(negative, ~bucket, bucket).to(torch.int32)
+    return a % real, (mix32(a ^ SIGN_SALT) & 1).bool()
 
 
 def hash_python(i: int, real: int, seed: int) -> tuple[int, int]:
@@ -119,7 +124,14 @@ class HashedWeight(nn.Module):
             self.codes = None
 
     def forward(self) -> torch.Tensor:
-        """The virtual weight tensor (differentiable with respect to the K real weights)."""
+        """The virtual weight tensor (differentiable with respect to the K real weights).
+
+        Under ``torch.export`` the hash is traced into the graph (int64 ops), so the exported file
+        stores the K real weights and no index: the runtime folds the gather into a constant at load."""
+        if torch.compiler.is_exporting():
+            index, negative = hash_index_sign(self.virtual, self.real, self.seed, self.weight.device)
+            values = self.weight[index]
+            return torch.where(negative, -values, values).view(self.shape)
         codes = self.codes
         if codes is None:
             codes = hash_codes(self.virtual, self.real, self.seed, self.weight.device)
@@ -127,6 +139,13 @@ class HashedWeight(nn.Module):
         index = torch.where(negative, ~codes, codes)
         values = self.weight[index]
         return torch.where(negative, -values, values).view(self.shape)
+
+    def for_export(self) -> None:
+        """Drop the index buffer before ``torch.export`` (lowrank.deploy.export calls this on a copy):
+        the trace computes the index, and an exported program would otherwise store the unused buffer."""
+        if "codes" in self._buffers:
+            del self._buffers["codes"]
+        self.codes = None
 
     def extra_repr(self) -> str:
         return f"shape={self.shape}, real={self.real}, seed={self.seed}, index={self.index_mode}"

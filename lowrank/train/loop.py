@@ -440,6 +440,15 @@ def _train(run: RunDir, resume: bool, local_stop: StopFlag, config: Any, device:
     sync_buffers(model, group)
     test_metrics = evaluate(eval_model, test_loader, device, local_stop, precision, channels_last, group)
     run.append_metric({"event": "test", "epoch": train_cfg.epochs, "split": "test", **test_metrics})
+    latency_facts: dict[str, Any] = {}
+    if config.bench.after_run and group.is_main:  # measured, recorded with the results (lowrank.deploy)
+        from ..deploy.after_run import measure_run
+
+        latency_facts = measure_run(run.path, config, device)
+        run.append_metric({"event": "latency", "epoch": train_cfg.epochs, **latency_facts})
+        if "latency_ms_b1" in latency_facts:
+            say(f"latency {latency_facts['latency_ms_b1']:.3f} ms at batch 1, {latency_facts['throughput']:.0f} img/s "
+                f"at batch {latency_facts['throughput_batch']} ({latency_facts['latency_device']})", flush=True)
     summary = {"params": net.params, "macs": net.macs, "dense_params": net.dense_params,
                "dense_macs": net.dense_macs, "method": net.method, "hp": net.hp,
                "budget_target": net.budget_target, "budget_gap": net.budget_gap,
@@ -447,7 +456,7 @@ def _train(run: RunDir, resume: bool, local_stop: StopFlag, config: Any, device:
                "best_val_err1": None if math.isinf(best_err1) else best_err1, "best_epoch": best_epoch,
                "test_err1": test_metrics["err1"], "test_err5": test_metrics["err5"],
                "test_loss": test_metrics["loss"], "train_seconds": train_seconds, "val_is_test": data.val_is_test,
-               **teacher_facts, **bayes_facts}
+               **teacher_facts, **bayes_facts, **latency_facts}
     return summary
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lowrank.bench import bench_acdc_linear, bench_layers
+from lowrank.deploy.layers import bench_acdc_linear, bench_layers
 
 
 def test_bench_layers_rows_and_ratios():

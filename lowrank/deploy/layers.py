@@ -1,36 +1,24 @@
-"""Layer benchmark: wall time of every substitute method relative to the dense conv it replaces.
+"""Layer benchmark (``lowrank bench layers``): wall time of every substitute method relative to the dense conv it replaces.
 
 Each registered method (at its default hyperparameter) replaces a k x k, stride-1 conv with
 C -> C channels on a B x C x H x W input; forward (under ``no_grad``) and forward+backward are
 timed in the same run as the dense conv and reported as ratios to it (plus absolute ms).
 :func:`bench_acdc_linear` compares stacked ACDC with ``nn.Linear`` at N = 4096 on both forward
 paths (the research notes measured ACDC 70x slower than Linear with their DCT, Oct 2018).
-Each candidate is timed with :class:`torch.utils.benchmark.Timer` (which synchronises CUDA and
-fixes the thread count) in ``repeat`` interleaved rounds after a warm-up, so background load hits
-all candidates of one comparison alike; the figure is the median over rounds, with the
-interquartile range as its spread.
+Each candidate is timed by :func:`lowrank.deploy.timing.time_round_robin` (interleaved rounds
+after a warm-up, median and interquartile range), as the whole networks of ``lowrank bench
+model`` are.
 """
 
 from __future__ import annotations
 
-import logging
-import statistics
-import time
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn as nn
 
-logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "no CUDA runtime" on import
-from torch.utils import benchmark  # noqa: E402
-
-from lowrank.methods import ConvSpec, get_method, list_methods
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from ..methods import ConvSpec, get_method, list_methods
+from .timing import time_round_robin
 
 
 def _forward(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
@@ -45,46 +33,6 @@ def _forward_backward(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
         module.zero_grad(set_to_none=True)
         module(x).sum().backward()
     return run
-
-
-@dataclass(frozen=True)
-class Timing:
-    """Per-call wall time of one candidate over the interleaved rounds (milliseconds)."""
-
-    median_ms: float
-    iqr_ms: float  # interquartile range over rounds (0 with fewer than 2 rounds)
-    rounds: int
-
-
-BLOCK_SECONDS = 0.02  # each round times enough calls to fill about this long (timer resolution, noise)
-
-
-def time_round_robin(fns: list[Callable[[], None]], device: torch.device, repeat: int) -> list[Timing]:
-    """Median and spread of each function's per-call time, timed in interleaved rounds after a warm-up.
-
-    A round calls every candidate ``number`` times under ``torch.utils.benchmark.Timer``
-    (``number`` sized from the warm-up so a round lasts about ``BLOCK_SECONDS``). Interleaving
-    puts every candidate under the same background load (a shared box), so the ratios between
-    candidates of one run stay meaningful even when the absolute figures move.
-    """
-    numbers = []
-    for fn in fns:
-        fn()  # first call: lazy init, allocator, kernels
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        numbers.append(max(1, min(1000, int(BLOCK_SECONDS / max(time.perf_counter() - start, 1e-6)))))
-    timers = [benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads()) for fn in fns]
-    per_call: list[list[float]] = [[] for _ in fns]
-    for _ in range(max(1, repeat)):
-        for i, (timer, number) in enumerate(zip(timers, numbers)):
-            per_call[i].append(timer.timeit(number).mean * 1e3)
-    timings = []
-    for times in per_call:
-        quartiles = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
-        timings.append(Timing(statistics.median(times), quartiles[2] - quartiles[0], len(times)))
-    return timings
 
 
 def _timed_rows(rows: list[dict], modules: list[nn.Module], x: torch.Tensor, repeat: int,
