@@ -92,6 +92,11 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def file_mode() -> int:
+    """The mode a new file gets under this process's umask (mkstemp's 0600 corrected to it)."""
+    return 0o666 & ~_UMASK
+
+
 @contextlib.contextmanager
 def atomic_replace(path: Path, mode: str = "wb", sync_dir: bool = True) -> Iterator[IO[Any]]:
     """A file to write whose contents replace ``path`` in one step when the block ends.

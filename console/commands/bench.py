@@ -12,13 +12,26 @@ bench_app = typer.Typer(help="Micro-benchmarks on the current device.", no_args_
 
 
 def _ints(text: str, option: str) -> list[int]:
+    """Comma-separated positive integers, or one UserError naming the option (exit 2, one line)."""
+    from lowrank.errors import UserError
+
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         values = []
     if not values or min(values) < 1:
-        raise typer.BadParameter(f"expected comma-separated positive integers, got {text!r}", param_hint=option)
+        raise UserError(f"expected comma-separated positive integers, got {text!r}", key=option)
     return values
+
+
+def _at_least(value: int, low: int, option: str, high: int | None = None) -> int:
+    """``value`` if low <= value (<= high), else one UserError naming the option."""
+    from lowrank.errors import UserError
+
+    if value < low or (high is not None and value > high):
+        span = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise UserError(f"expected an integer {span}, got {value}", key=option)
+    return value
 
 
 def _table(rows: list[dict], key: str, reference: str) -> list[str]:
@@ -51,7 +64,7 @@ def layers(
 
     chans, batches = _ints(channels, "--channels"), _ints(batch, "--batch")
     if device not in ("cpu", "cuda"):
-        raise typer.BadParameter("expected cpu or cuda", param_hint="--device")
+        raise UserError(f"expected cpu or cuda, got {device!r}", key="--device")
     import torch
 
     from lowrank.deploy.layers import bench_acdc_linear, bench_layers
@@ -64,7 +77,7 @@ def layers(
         try:
             get_method(name)
         except KeyError as error:
-            raise typer.BadParameter(str(error.args[0]), param_hint="--methods") from None
+            raise UserError(str(error.args[0]), key="--methods") from None
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -130,8 +143,8 @@ def model(
                                           "the export extra).")] = "eager",
     dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16 (the network and its inputs cast).")]
     = "float32",
-    repeat: Annotated[int, typer.Option(min=1, max=1000, help="Interleaved timed rounds (median and IQR).")] = 7,
-    depth: Annotated[int, typer.Option(min=1, help="Module depth of the where-the-time-goes table (as lowrank count).")]
+    repeat: Annotated[int, typer.Option(help="Interleaved timed rounds, 1-1000 (median and IQR).")] = 7,
+    depth: Annotated[int, typer.Option(help="Module depth of the where-the-time-goes table (as lowrank count).")]
     = 2,
     as_json: Annotated[bool, typer.Option("--json", help="Print everything as JSON.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print the timing rows as CSV.")] = False,
@@ -141,14 +154,16 @@ def model(
     from lowrank.errors import UserError
 
     batches = _ints(batch, "--batch")
+    _at_least(repeat, 1, "--repeat", 1000)
+    _at_least(depth, 1, "--depth")
     try:
         thread_counts = parse_threads(threads)
     except ValueError:
-        raise typer.BadParameter(f"expected comma-separated positive integers or 'all', got {threads!r}",
-                                 param_hint="--threads") from None
+        raise UserError(f"expected comma-separated positive integers or 'all', got {threads!r}",
+                        key="--threads") from None
     modes = list(dict.fromkeys(part.strip() for part in mode.split(",") if part.strip()))
     if not modes:
-        raise typer.BadParameter("expected eager, compile and/or onnx", param_hint="--mode")
+        raise UserError(f"expected eager, compile and/or onnx, got {mode!r}", key="--mode")
     if as_json and as_csv:
         raise UserError("--json and --csv both asked for", key="--csv", hint="pick one")
     check_request(device, modes, dtype)
@@ -160,14 +175,13 @@ def model(
     from lowrank.deploy.deployable import dense_reference, from_preset, from_run
     from lowrank.deploy.latency import bench_model
 
-    passes = len(thread_counts) * len(batches) + 3  # + building both networks and the breakdown
+    # built before the bar: a bad preset, override or run is one clean line
+    subject = from_preset(where, set_, device) if kind == "preset" else from_run(where.path, device)
+    reference = dense_reference(subject)
+    passes = len(thread_counts) * len(batches) + 1  # + the breakdown
     with Progress(TextColumn("bench model"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("bench", total=passes)
-        subject = from_preset(where, set_, device) if kind == "preset" else from_run(where.path, device)
-        bar.advance(task)
-        reference = dense_reference(subject)
-        bar.advance(task)
         result = bench_model(subject, reference, threads=thread_counts, batches=batches, modes=modes,
                              repeat=repeat, depth=depth, dtype=dtype, progress=lambda _label: bar.advance(task))
     result["source"] = {"kind": kind, "name": str(where) if kind == "preset" else where.run_id}

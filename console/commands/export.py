@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
                                                                         "RUN_DIR/export/model.onnx or .pt2)")] = None,
         inputs: Annotated[str, typer.Option(help="what the equality check runs on: data (the run's test images) or "
                                                  "random")] = "data",
-        check_batch: Annotated[int, typer.Option(min=1, max=4096, help="images in the equality check")] = 64,
+        check_batch: Annotated[int, typer.Option(help="images in the equality check (1-4096)")] = 64,
         force: Annotated[bool, typer.Option("--force", help="replace an existing --out file")] = False,
         as_json: Annotated[bool, typer.Option("--json", help="print the export report as JSON")] = False,
     ) -> None:
@@ -34,7 +34,9 @@ def register(app: typer.Typer) -> None:
         fmt = fmt or "onnx"
         if fmt == "tensorboard":
             if not runs:
-                raise typer.BadParameter("name the runs to convert (or 'all')", param_hint="RUN...")
+                from lowrank.errors import UserError
+
+                raise UserError("name the runs to convert (or 'all')", key="RUN...")
             _tensorboard(runs)
             return
         _model(runs, fmt, out, inputs, check_batch, force, as_json)
@@ -49,6 +51,8 @@ def _model(runs: list[str], fmt: str, out: Path | None, inputs: str, check_batch
     from lowrank.errors import UserError
 
     require_format(fmt)
+    if not 1 <= check_batch <= 4096:
+        raise UserError(f"expected 1 to 4096 images, got {check_batch}", key="--check-batch")
     if inputs not in INPUT_KINDS:
         raise UserError(f"unknown --inputs {inputs!r}", key="--inputs", hint=f"one of: {', '.join(INPUT_KINDS)}")
     if len(runs) != 1:

@@ -39,6 +39,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import UserError
+from ..rundir import file_mode
 
 FORMATS = ("onnx", "pt2")
 SUFFIX = {"onnx": ".onnx", "pt2": ".pt2"}
@@ -378,6 +379,7 @@ def export(model: nn.Module, fmt: str, path: Path, images: torch.Tensor, params:
     program = trace(model, example, fmt)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=SUFFIX[fmt], dir=path.parent)
+    os.fchmod(handle, file_mode())  # mkstemp makes 0600; a deployable file is for others to read
     os.close(handle)
     temporary = Path(temporary)
     try:

@@ -48,7 +48,10 @@ def test_bench_layers_table_tiny():
     assert "x dense" in result.output and "separable" in result.output
 
 
-def test_bench_rejects_bad_lists_and_unknown_methods():
-    assert runner.invoke(app, ["bench", "layers", "--channels", "8,x"]).exit_code != 0
-    result = runner.invoke(app, ["bench", "layers", "--methods", "nope", "--linear-n", "0"])
-    assert result.exit_code != 0 and "unknown substitute method" in result.output
+def test_bench_rejects_bad_lists_and_unknown_methods(lowrank):
+    code, _, err = lowrank("bench", "layers", "--channels", "8,x")
+    assert code == 2 and "--channels" in err and err.count("\n") == 1
+    code, _, err = lowrank("bench", "layers", "--methods", "nope", "--linear-n", "0")
+    assert code == 2 and "unknown substitute method" in err and err.count("\n") == 1
+    code, _, err = lowrank("bench", "layers", "--device", "tpu")
+    assert code == 2 and "--device" in err and err.count("\n") == 1

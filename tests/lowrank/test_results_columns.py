@@ -45,3 +45,31 @@ def test_a_header_we_do_not_know_is_written_under_as_it_is(tmp_path):
     path.write_text("run_id,my_note,test_err1\nr0,keep me,3.0\n")
     append_result({"run_id": "r1", "test_err1": 2.5, "compression_architecture": 9.0}, home=tmp_path)
     assert path.read_text() == "run_id,my_note,test_err1\nr0,keep me,3.0\nr1,,2.5\n"
+
+
+BEFORE_LATENCY = RESULT_COLUMNS[:RESULT_COLUMNS.index("latency_ms_b1")]
+
+
+def test_latency_figures_have_their_columns(tmp_path):
+    append_result({"run_id": "l1", "latency_ms_b1": 0.42, "throughput": 1234.5, "throughput_batch": 64,
+                   "latency_device": "cpu: AMD EPYC", "latency_threads": 2, "latency_torch": "2.14.1"}, home=tmp_path)
+    header, row = _rows(tmp_path / RESULTS_FILE)
+    values = dict(zip(header, row))
+    assert values["latency_ms_b1"] == "0.42" and values["throughput"] == "1234.5"
+    assert values["latency_device"] == "cpu: AMD EPYC" and values["latency_threads"] == "2"
+
+
+def test_a_header_from_before_the_latency_columns_is_migrated_keeping_every_row(tmp_path):
+    """A results.csv of round 2 (Bayesian columns, no latency): migrated, every row kept as it was."""
+    path = tmp_path / RESULTS_FILE
+    rows = [["r%d" % index] + [str(index)] * (len(BEFORE_LATENCY) - 1) for index in range(3)]
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(BEFORE_LATENCY)
+        writer.writerows(rows)
+    append_result({"run_id": "new", "latency_ms_b1": 1.5, "latency_device": "cuda: H100"}, home=tmp_path)
+    header, *kept, new = _rows(path)
+    assert tuple(header) == RESULT_COLUMNS
+    assert [row[:len(BEFORE_LATENCY)] for row in kept] == rows
+    assert all(row[len(BEFORE_LATENCY):] == [""] * (len(RESULT_COLUMNS) - len(BEFORE_LATENCY)) for row in kept)
+    assert dict(zip(header, new))["latency_ms_b1"] == "1.5"
