@@ -43,7 +43,7 @@ from ..rundir import file_mode
 
 FORMATS = ("onnx", "pt2")
 SUFFIX = {"onnx": ".onnx", "pt2": ".pt2"}
-ONNX_PACKAGES = ("onnx", "onnxruntime", "onnxscript")  # the `export` extra
+ONNX_PACKAGES = ("onnx", "onnxruntime", "onnxscript", "onnx_ir")  # the `export` extra
 INSTALL_HINT = "pip install 'lowrank[export]'"
 # The exported file must compute what eager does: max |exported - eager| over the check batch,
 # relative to max(1, max |eager|) so deep networks with large logits are judged alike (fp32).

@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ._collapsed import CollapsedCache, collapsed_matrix
 from ._common import (SeparableConv, SubstituteConv, conv_macs, depthwise_macs, depthwise_params,
                       pointwise_hw, pointwise_macs, require_plain)
 from .registry import ConvSpec, HyperParam, Method, register_method
@@ -116,6 +117,7 @@ class HashedWeight(nn.Module):
         # Kaiming-uniform bound of the virtual dense weight, so activations start like nn.Conv2d's
         bound = 1.0 / math.sqrt(fan_in or self.shape[1] * math.prod(self.shape[2:]))
         self.weight = nn.Parameter(torch.empty(self.real).uniform_(-bound, bound))
+        self._cache = CollapsedCache()
         if index == "buffer":
             # built where the weight is: on the meta device (budget solving, counting) this costs nothing
             codes = hash_codes(self.virtual, self.real, self.seed, self.weight.device)
@@ -123,8 +125,20 @@ class HashedWeight(nn.Module):
         else:
             self.codes = None
 
+    def train(self, mode: bool = True) -> "HashedWeight":
+        """Switch mode and drop the cached virtual weight (see :class:`~._collapsed.CollapsedCache`)."""
+        self._cache.clear()
+        return super().train(mode)
+
     def forward(self) -> torch.Tensor:
-        """The virtual weight tensor (differentiable with respect to the K real weights).
+        """The virtual weight tensor (differentiable with respect to the K real weights): gathered every
+        forward in training mode with autograd on; in eval mode (or without autograd) gathered once and
+        cached until a parameter changes, so a steady-state eval forward is the dense conv it declares
+        (the gather of M entries cost more than the 1x1 conv itself: 2.1 of 2.4 ms at 640 channels)."""
+        return collapsed_matrix(self, self._cache, self.gather)
+
+    def gather(self) -> torch.Tensor:
+        """Build the virtual weight from the K real weights and the hash.
 
         Under ``torch.export`` the hash is traced into the graph (int64 ops), so the exported file
         stores the K real weights and no index: the runtime folds the gather into a constant at load."""

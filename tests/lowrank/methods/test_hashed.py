@@ -106,3 +106,35 @@ def test_real_weight_count():
 
 def test_hashed_full_keeps_dense_mult_adds():
     assert get_method("hashed").macs(SPEC, 0.01, (8, 8)) == get_method("dense").macs(SPEC, None, (8, 8))
+
+
+@pytest.mark.parametrize("name", ["hashed", "sep_hashed"])
+def test_an_eval_forward_gathers_the_virtual_weight_once_and_rebuilds_it_when_a_weight_changes(name, monkeypatch):
+    """The counted eval path is the dense conv: the M-entry gather runs once per parameter state, not
+    per forward (it cost 9x the 1x1 conv at 640 channels); training still gathers every forward."""
+    layer = get_method(name).build(ConvSpec(8, 12, (3, 3), padding=(1, 1)), 0.25)
+    calls = []
+    original = HashedWeight.gather
+    monkeypatch.setattr(HashedWeight, "gather", lambda self: calls.append(1) or original(self))
+    x = torch.randn(2, 8, 5, 5)
+    layer.eval()
+    with torch.no_grad():
+        first = layer(x)
+        second = layer(x)
+    assert len(calls) == 1 and torch.equal(first, second)
+    with torch.no_grad():
+        layer.hashed.weight.add_(1.0)  # an optimiser step: the version counter moves
+        changed = layer(x)
+    assert len(calls) == 2 and not torch.equal(changed, first)
+    # eval with autograd: cached forward, exact gradient from a rebuild in backward
+    layer.zero_grad()
+    layer(x).square().sum().backward()
+    eval_grad = layer.hashed.weight.grad.clone()
+    layer.train()
+    layer.zero_grad()
+    layer(x).square().sum().backward()
+    assert torch.allclose(layer.hashed.weight.grad, eval_grad, atol=1e-5)
+    calls.clear()
+    layer(x)
+    layer(x)
+    assert len(calls) == 2  # training mode: every forward
