@@ -185,55 +185,70 @@ def check_request(device: str, modes: list[str], dtype: str) -> None:
                             hint="drop onnx from --mode, or use --dtype float32")
 
 
-def bench_model(subject: Deployable, reference: Deployable, *, threads: list[int], batches: list[int],
-                modes: list[str], repeat: int = 5, depth: int = 2, dtype: str = "float32",
-                progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Time ``subject`` against ``reference`` (the dense network) per (threads, batch, mode), and
-    where the eager time goes by module depth; returns everything as one JSON-able dict."""
+def time_networks(networks: list[Deployable], *, threads: list[int], batches: list[int], modes: list[str],
+                  repeat: int = 5, dtype: str = "float32", runners: Runners | None = None,
+                  progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Every (network, mode) timed in one interleaved round robin per (threads, batch): each round calls
+    each of them once, so the ratios between any two rows of a group share the same background load.
+    One row per (threads, batch, mode, network index) with its :class:`Timing`."""
     torch_dtype = DTYPES[dtype]
-    device = subject.device
+    device = networks[0].device
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="lowrank-bench-") as workdir:
-        runners = Runners([reference, subject], torch_dtype, Path(workdir))
+        runners = runners or Runners(networks, torch_dtype, Path(workdir))
         for thread_count in threads:
             with torch_threads(thread_count):
                 for batch in batches:
-                    images = subject.example(batch, torch_dtype)
-                    fns, keys = [], []
-                    for mode in modes:
-                        for role, net in (("dense", reference), ("subject", subject)):
-                            fns.append(runners.get(net, mode, thread_count, images))
-                            keys.append((mode, role))
-                    timings = time_round_robin(fns, device, repeat, warmup=2)
-                    by_key = dict(zip(keys, timings))
-                    for mode in modes:
-                        rows.append(_row(thread_count, batch, mode, by_key[(mode, "subject")],
-                                         by_key[(mode, "dense")]))
+                    images = networks[0].example(batch, torch_dtype)
+                    keys = [(mode, index) for mode in modes for index in range(len(networks))]
+                    fns = [runners.get(networks[index], mode, thread_count, images) for mode, index in keys]
+                    for (mode, index), timing in zip(keys, time_round_robin(fns, device, repeat, warmup=2)):
+                        rows.append({"threads": thread_count, "batch": batch, "mode": mode, "network": index,
+                                     "timing": timing})
                     if progress:
                         progress(f"{thread_count} threads, batch {batch}")
-        with torch_threads(threads[0]):
-            breakdown = breakdown_table(subject, reference, runners, batches[0], depth, repeat)
-        if progress:
-            progress("breakdown")
-    return {
-        "environment": {**environment(device, torch_dtype, modes), "threads": threads, "batches": batches,
-                        "modes": modes, "repeat": repeat},
-        "subject": subject.summary(), "reference": reference.summary(),
-        "declared": {"params_ratio": subject.params / reference.params,
-                     "macs_ratio": subject.macs / reference.macs if reference.macs else None},
-        "rows": rows, "breakdown": breakdown,
-    }
+    return rows
 
 
-def _row(threads: int, batch: int, mode: str, subject: Timing, dense: Timing) -> dict[str, Any]:
+def ratio_row(row: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
+    """A timed row against the reference row of its group: ms, per image, throughput, and the median
+    and IQR of the per-round time ratios."""
+    subject, dense, batch = row["timing"], reference["timing"], row["batch"]
     ratio, ratio_iqr = _ratio_spread(list(subject.times_ms), list(dense.times_ms))
-    return {"threads": threads, "batch": batch, "mode": mode,
+    return {"threads": row["threads"], "batch": batch, "mode": row["mode"],
             "ms": subject.median_ms, "iqr_ms": subject.iqr_ms, "dense_ms": dense.median_ms,
             "dense_iqr_ms": dense.iqr_ms, "per_image_ms": subject.median_ms / batch,
             "dense_per_image_ms": dense.median_ms / batch,
             "throughput": 1e3 * batch / subject.median_ms if subject.median_ms > 0 else None,
             "dense_throughput": 1e3 * batch / dense.median_ms if dense.median_ms > 0 else None,
             "ratio": ratio, "ratio_iqr": ratio_iqr, "rounds": subject.rounds}
+
+
+def bench_model(subject: Deployable, reference: Deployable, *, threads: list[int], batches: list[int],
+                modes: list[str], repeat: int = 5, depth: int = 2, dtype: str = "float32",
+                progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Time ``subject`` against ``reference`` (the dense network) per (threads, batch, mode), and
+    where the eager time goes by module depth; returns everything as one JSON-able dict."""
+    torch_dtype = DTYPES[dtype]
+    with tempfile.TemporaryDirectory(prefix="lowrank-bench-") as workdir:
+        runners = Runners([reference, subject], torch_dtype, Path(workdir))
+        timed = time_networks([reference, subject], threads=threads, batches=batches, modes=modes, repeat=repeat,
+                              dtype=dtype, runners=runners, progress=progress)
+        by_key = {(row["threads"], row["batch"], row["mode"], row["network"]): row for row in timed}
+        rows = [ratio_row(row, by_key[(row["threads"], row["batch"], row["mode"], 0)])
+                for row in timed if row["network"] == 1]
+        with torch_threads(threads[0]):
+            breakdown = breakdown_table(subject, reference, runners, batches[0], depth, repeat)
+        if progress:
+            progress("breakdown")
+    return {
+        "environment": {**environment(subject.device, torch_dtype, modes), "threads": threads, "batches": batches,
+                        "modes": modes, "repeat": repeat},
+        "subject": subject.summary(), "reference": reference.summary(),
+        "declared": {"params_ratio": subject.params / reference.params,
+                     "macs_ratio": subject.macs / reference.macs if reference.macs else None},
+        "rows": rows, "breakdown": breakdown,
+    }
 
 
 # ---------------------------------------------------------------- where the time goes
