@@ -15,7 +15,10 @@ Writes one JSON report (and prints a line per check) with, in order:
 5. Training throughput (img/s) and peak memory of WRN-28-10 and ResNet-9 on synthetic
    CIFAR-shaped batches resident on the GPU: fp32, bf16 autocast + channels_last, and that
    plus torch.compile.
-6. Loop overhead: the worker vs a bare loop on ResNet-9 (``benchmarks/overhead.py``).
+6. The latency table of docs/latency.md on CUDA (``benchmarks/latency_table.py``): every method at
+   budget 0.1 on the WRN-28-10 and DARTS students, fp32 and bf16, batch 1 and 64, declared vs
+   measured ratios to the dense network (printed as Markdown, all figures in the report).
+7. Loop overhead: the worker vs a bare loop on ResNet-9 (``benchmarks/overhead.py``).
 
 Budget: about 8 minutes on one GPU (``--quick`` trims the throughput steps and the overhead pairs,
 ``--skip-compile`` leaves out the compile rows). Exit status 0 if every check passed, 1 if one
@@ -203,6 +206,35 @@ def run_sections(cuda: bool, quick: bool, skip_compile: bool, home: Path,
                                                if "error" not in row else row["error"]), flush=True)
         report["throughput"] = {"rows": rows}
         check("throughput", all("error" not in row for row in rows), "")
+
+    if skip:
+        report["latency_table"] = {"skipped": skip}
+    else:  # the table of docs/latency.md on this GPU, fp32 and bf16 (benchmarks/latency_table.py)
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import latency_table
+
+        results, problems = [], []
+        for preset in ("wrn28_10_student", "darts_student"):
+            try:
+                result = latency_table.measure_preset(
+                    preset, latency_table.PRESETS[preset], None, "cuda", [1], [1, 64], ["float32", "bfloat16"],
+                    3 if quick else 7, onnx=False, progress=lambda label: print(f"  {label}", flush=True))
+            except Exception as error:  # noqa: BLE001 - record and go on
+                problems.append(f"{preset}: {type(error).__name__}: {error}")
+                continue
+            results.append(result)
+        import datetime
+
+        import torch
+
+        from lowrank.deploy.latency import environment
+
+        env = {**environment(torch.device("cuda"), torch.float32), "date": datetime.date.today().isoformat(),
+               "repeat": 3 if quick else 7, "argv": "(gpu_check.py)"}
+        report["latency_table"] = {"results": results, "markdown": latency_table.markdown(results, env),
+                                   "problems": problems}
+        print(report["latency_table"]["markdown"], flush=True)
+        check("latency table on cuda", not problems, "; ".join(problems))
 
     if skip:
         report["loop_overhead"] = {"skipped": skip}

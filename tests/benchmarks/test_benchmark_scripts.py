@@ -35,7 +35,7 @@ def test_gpu_check_without_cuda_writes_a_report_with_every_section_skipped(tmp_p
     assert "Traceback" not in done.stderr
     report = json.loads(out.read_text())
     assert report["cuda"] is False and report["failed"] == []
-    for section in ("bench_layers", "throughput", "loop_overhead"):
+    for section in ("bench_layers", "throughput", "latency_table", "loop_overhead"):
         assert "no CUDA" in report[section]["skipped"]
     assert "skipped" in report["nvml_and_kill"] and "snapshot" in report["nvml_and_kill"]
 
@@ -97,3 +97,22 @@ def test_solve_benchmark_times_real_solves_and_marks_unreachable_budgets():
         assert 0 < row["min_s"] <= row["median_s"] <= row["max_s"]
     out_of_reach = solve.measure([REPO / "presets" / "quickstart.yaml"], ["tt"], repeat=1, default_budget=0.9)
     assert out_of_reach[0].get("unreachable") is True
+
+
+def test_latency_table_times_every_network_of_a_preset_against_dense(tmp_path):
+    table = load_script("latency_table")
+    out, figures = tmp_path / "latency.md", tmp_path / "latency.json"
+    assert table.main(["--presets", "quickstart", "--methods", "separable,acdc,tt", "--threads", "1",
+                       "--batches", "1,4", "--repeat", "2", "--out", str(out), "--json", str(figures)]) == 0
+    text = out.read_text()
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    assert {"dense", "separable", "acdc@0.1", "acdc@0.2", "tt@0.1"} <= set(rows)
+    assert "not built" in rows["tt@0.2"]  # tt cannot reach 0.2 of the quickstart: said, not hidden
+    data = json.loads(figures.read_text())
+    built = [row for row in data["results"][0]["rows"] if "error" not in row]
+    assert built[0]["label"] == "dense" and built[0]["params_ratio"] == 1.0
+    for row in built:
+        assert set(row["times"]) == {"float32 eager b1 t1", "float32 eager b4 t1"}
+        assert all(timing["ratio"] > 0 for timing in row["times"].values())
+    separable = next(row for row in built if row["label"] == "separable")
+    assert separable["params_ratio"] == 11018 / 75114
