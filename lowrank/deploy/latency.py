@@ -37,6 +37,7 @@ from .deployable import Deployable
 from .timing import Timing, summarise, sync, time_round_robin, torch_threads
 
 MODES = ("eager", "compile", "onnx")
+MIN_SECONDS = 2.0  # per (threads, batch) group: cheap settings get more rounds (steadier medians)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -69,8 +70,11 @@ def device_name(device: torch.device) -> str:
 
 def environment(device: torch.device, dtype: torch.dtype, modes: list[str] | tuple[str, ...] = ("eager",)) -> dict[str, Any]:
     """What produced a measurement: device, its name, dtype, torch (and ONNX Runtime) versions."""
+    from ..train.allocator import tune_cpu_allocator
+
     facts = {"device": device.type, "device_name": device_name(device), "dtype": str(dtype).replace("torch.", ""),
-             "torch": torch.__version__, "cores": usable_cores(), "host": platform.node()}
+             "torch": torch.__version__, "cores": usable_cores(), "host": platform.node(),
+             **tune_cpu_allocator()}  # the worker's malloc settings (applied once per process; recorded)
     if "onnx" in modes:
         import onnxruntime
 
@@ -187,10 +191,14 @@ def check_request(device: str, modes: list[str], dtype: str) -> None:
 
 def time_networks(networks: list[Deployable], *, threads: list[int], batches: list[int], modes: list[str],
                   repeat: int = 5, dtype: str = "float32", runners: Runners | None = None,
-                  progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+                  progress: Callable[[str], None] | None = None, min_seconds: float = MIN_SECONDS) -> list[dict[str, Any]]:
     """Every (network, mode) timed in one interleaved round robin per (threads, batch): each round calls
     each of them once, so the ratios between any two rows of a group share the same background load.
-    One row per (threads, batch, mode, network index) with its :class:`Timing`."""
+    At least ``repeat`` rounds, more while they fit in ``min_seconds`` per group. One row per
+    (threads, batch, mode, network index) with its :class:`Timing`."""
+    from ..train.allocator import tune_cpu_allocator
+
+    tune_cpu_allocator()  # as in the worker: freed activations stay in the heap (lowrank.train.allocator)
     torch_dtype = DTYPES[dtype]
     device = networks[0].device
     rows: list[dict[str, Any]] = []
@@ -202,7 +210,8 @@ def time_networks(networks: list[Deployable], *, threads: list[int], batches: li
                     images = networks[0].example(batch, torch_dtype)
                     keys = [(mode, index) for mode in modes for index in range(len(networks))]
                     fns = [runners.get(networks[index], mode, thread_count, images) for mode, index in keys]
-                    for (mode, index), timing in zip(keys, time_round_robin(fns, device, repeat, warmup=2)):
+                    timings = time_round_robin(fns, device, repeat, warmup=2, min_seconds=min_seconds)
+                    for (mode, index), timing in zip(keys, timings):
                         rows.append({"threads": thread_count, "batch": batch, "mode": mode, "network": index,
                                      "timing": timing})
                     if progress:
@@ -226,14 +235,14 @@ def ratio_row(row: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
 
 def bench_model(subject: Deployable, reference: Deployable, *, threads: list[int], batches: list[int],
                 modes: list[str], repeat: int = 5, depth: int = 2, dtype: str = "float32",
-                progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                progress: Callable[[str], None] | None = None, min_seconds: float = MIN_SECONDS) -> dict[str, Any]:
     """Time ``subject`` against ``reference`` (the dense network) per (threads, batch, mode), and
     where the eager time goes by module depth; returns everything as one JSON-able dict."""
     torch_dtype = DTYPES[dtype]
     with tempfile.TemporaryDirectory(prefix="lowrank-bench-") as workdir:
         runners = Runners([reference, subject], torch_dtype, Path(workdir))
         timed = time_networks([reference, subject], threads=threads, batches=batches, modes=modes, repeat=repeat,
-                              dtype=dtype, runners=runners, progress=progress)
+                              dtype=dtype, runners=runners, progress=progress, min_seconds=min_seconds)
         by_key = {(row["threads"], row["batch"], row["mode"], row["network"]): row for row in timed}
         rows = [ratio_row(row, by_key[(row["threads"], row["batch"], row["mode"], 0)])
                 for row in timed if row["network"] == 1]
@@ -243,7 +252,7 @@ def bench_model(subject: Deployable, reference: Deployable, *, threads: list[int
             progress("breakdown")
     return {
         "environment": {**environment(subject.device, torch_dtype, modes), "threads": threads, "batches": batches,
-                        "modes": modes, "repeat": repeat},
+                        "modes": modes, "repeat": repeat, "min_seconds": min_seconds},
         "subject": subject.summary(), "reference": reference.summary(),
         "declared": {"params_ratio": subject.params / reference.params,
                      "macs_ratio": subject.macs / reference.macs if reference.macs else None},

@@ -39,29 +39,41 @@ class Timing:
 
 
 BLOCK_SECONDS = 0.02  # each round times enough calls to fill about this long (timer resolution, noise)
+SLOW_CALL_SECONDS = 0.25  # a warm-up call longer than this ends the warm-up
 
 
 def time_round_robin(fns: list[Callable[[], None]], device: torch.device, repeat: int,
-                     block_seconds: float = BLOCK_SECONDS, warmup: int = 1) -> list[Timing]:
+                     block_seconds: float = BLOCK_SECONDS, warmup: int = 1, min_seconds: float = 0.0,
+                     max_rounds: int = 200) -> list[Timing]:
     """Median and spread of each function's per-call time, timed in interleaved rounds after a warm-up.
 
     A round calls every candidate ``number`` times under ``torch.utils.benchmark.Timer``
     (``number`` sized from the warm-up so a round lasts about ``block_seconds``). Interleaving
     puts every candidate under the same background load (a shared box), so the ratios between
-    candidates of one run stay meaningful even when the absolute figures move.
+    candidates of one run stay meaningful even when the absolute figures move. At least
+    ``repeat`` rounds, more (up to ``max_rounds``) while they fit in ``min_seconds``: cheap
+    settings get many rounds for the price of a few expensive ones.
     """
-    numbers = []
+    numbers, sized = [], []
     for fn in fns:
-        for _ in range(max(1, warmup)):
-            fn()  # first calls: lazy init, allocator, kernels, caches
-        sync(device)
+        for index in range(max(1, warmup)):
+            start = time.perf_counter()
+            fn()  # first calls: lazy init, allocator, kernels, caches, compilation
+            sync(device)
+            if time.perf_counter() - start > SLOW_CALL_SECONDS:
+                break  # a call this long is warm after one (a WRN at batch 64 on a CPU: seconds each)
         start = time.perf_counter()
         fn()
         sync(device)
-        numbers.append(max(1, min(1000, int(block_seconds / max(time.perf_counter() - start, 1e-6)))))
+        once = max(time.perf_counter() - start, 1e-6)
+        numbers.append(max(1, min(1000, int(block_seconds / once))))
+        sized.append(once * numbers[-1])
+    rounds = max(1, repeat)
+    if min_seconds > 0:
+        rounds = max(rounds, min(max_rounds, int(min_seconds / max(sum(sized), 1e-6))))
     timers = [benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads()) for fn in fns]
     per_call: list[list[float]] = [[] for _ in fns]
-    for _ in range(max(1, repeat)):
+    for _ in range(rounds):
         for i, (timer, number) in enumerate(zip(timers, numbers)):
             per_call[i].append(timer.timeit(number).mean * 1e3)
     return [summarise(times) for times in per_call]

@@ -34,7 +34,7 @@ def trained(lowrank, monkeypatch, capsys):
 
 
 def test_bench_model_of_a_preset_prints_measured_beside_declared_ratios(lowrank):
-    code, out, err = lowrank("bench", "model", QUICK, "--batch", "1,4", "--repeat", "2", "--threads", "1")
+    code, out, err = lowrank("bench", "model", QUICK, "--batch", "1,4", "--repeat", "2", "--min-seconds", "0", "--threads", "1")
     assert code == 0, err
     assert "time x dense" in out and "declared: params 11,018 vs 75,114" in out
     assert "where the time goes" in out and "stage1.0" in out and "(outside these modules)" in out
@@ -43,19 +43,19 @@ def test_bench_model_of_a_preset_prints_measured_beside_declared_ratios(lowrank)
 
 
 def test_bench_model_json_and_csv(lowrank):
-    code, out, _ = lowrank("bench", "model", QUICK, "--batch", "2", "--repeat", "2", "--threads", "1", "--json")
+    code, out, _ = lowrank("bench", "model", QUICK, "--batch", "2", "--repeat", "2", "--min-seconds", "0", "--threads", "1", "--json")
     assert code == 0
     result = json.loads(out)
     assert result["source"] == {"kind": "preset", "name": QUICK}
     assert result["subject"]["params"] == 11018 and result["reference"]["params"] == 75114
     assert [(r["threads"], r["batch"], r["mode"]) for r in result["rows"]] == [(1, 2, "eager")]
-    code, out, _ = lowrank("bench", "model", QUICK, "--batch", "2", "--repeat", "2", "--threads", "1", "--csv")
+    code, out, _ = lowrank("bench", "model", QUICK, "--batch", "2", "--repeat", "2", "--min-seconds", "0", "--threads", "1", "--csv")
     header, row = out.strip().splitlines()
     assert header.startswith("source,network,device_name") and ",eager," in row
 
 
 def test_bench_model_of_a_run_uses_the_run(lowrank, trained):
-    code, out, err = lowrank("bench", "model", trained.run_id, "--batch", "1", "--repeat", "2", "--json")
+    code, out, err = lowrank("bench", "model", trained.run_id, "--batch", "1", "--repeat", "2", "--min-seconds", "0", "--json")
     assert code == 0, err
     result = json.loads(out)
     assert result["source"] == {"kind": "run", "name": trained.run_id}
@@ -73,6 +73,7 @@ def test_bench_model_of_a_run_uses_the_run(lowrank, trained):
     (["--device", "tpu"], "--device"),
     (["--repeat", "0"], "--repeat"),
     (["--depth", "0"], "--depth"),
+    (["--min-seconds", "-1"], "--min-seconds"),
     (["--json", "--csv"], "--csv"),
     (["--set", "train.epochs=0"], "train.epochs"),
 ])
@@ -96,7 +97,7 @@ def test_bench_model_refuses_set_on_a_run_and_an_unknown_source(lowrank, trained
 
 @needs_onnx
 def test_bench_model_onnx_mode_times_onnx_runtime(lowrank):
-    code, out, err = lowrank("bench", "model", QUICK, "--batch", "1", "--repeat", "2", "--threads", "1",
+    code, out, err = lowrank("bench", "model", QUICK, "--batch", "1", "--repeat", "2", "--min-seconds", "0", "--threads", "1",
                              "--mode", "eager,onnx", "--json")
     assert code == 0, err
     result = json.loads(out)

@@ -21,10 +21,10 @@ QUICK = REPO / "presets" / "quickstart.yaml"
 def test_bench_model_times_both_networks_per_threads_batch_and_mode():
     subject = from_preset(QUICK)
     reference = dense_reference(subject)
-    result = bench_model(subject, reference, threads=[1], batches=[1, 4], modes=["eager"], repeat=3)
+    result = bench_model(subject, reference, threads=[1], batches=[1, 4], modes=["eager"], repeat=3, min_seconds=0)
     assert [(row["threads"], row["batch"], row["mode"]) for row in result["rows"]] == [(1, 1, "eager"), (1, 4, "eager")]
     for row in result["rows"]:
-        assert row["ms"] > 0 and row["dense_ms"] > 0 and row["rounds"] == 3
+        assert row["ms"] > 0 and row["dense_ms"] > 0 and row["rounds"] >= 3
         assert row["per_image_ms"] == pytest.approx(row["ms"] / row["batch"])
         assert row["throughput"] == pytest.approx(1e3 * row["batch"] / row["ms"])
         # the ratio is the median of per-round ratios: within the rounds' extremes of ms / dense_ms
@@ -38,7 +38,8 @@ def test_bench_model_times_both_networks_per_threads_batch_and_mode():
 def test_the_breakdown_groups_what_lowrank_count_groups_and_adds_up():
     subject = from_preset(QUICK)
     reference = dense_reference(subject)
-    result = bench_model(subject, reference, threads=[1], batches=[2], modes=["eager"], repeat=2, depth=2)
+    result = bench_model(subject, reference, threads=[1], batches=[2], modes=["eager"], repeat=2, depth=2,
+                         min_seconds=0)
     table = result["breakdown"]
     groups = depth_groups(subject.layers, 2)
     named = [row for row in table["rows"] if not row["name"].startswith("(")]
@@ -113,5 +114,13 @@ def test_a_bare_deployable_is_timed_like_a_preset():
                       params=sum(p.numel() for p in model.parameters()), macs=1, method="custom", hp=None,
                       weights="initial weights", label="custom",
                       layers=[{"name": "0", "params": 40, "macs": 1}, {"name": "2", "params": 2570, "macs": 0}])
-    result = bench_model(mine, dense_reference(base), threads=[1], batches=[1], modes=["eager"], repeat=2)
+    result = bench_model(mine, dense_reference(base), threads=[1], batches=[1], modes=["eager"], repeat=2,
+                         min_seconds=0)
     assert result["rows"][0]["ms"] > 0
+
+
+def test_cheap_settings_get_more_rounds_within_the_time_budget():
+    subject = from_preset(QUICK)
+    reference = dense_reference(subject)
+    result = bench_model(subject, reference, threads=[1], batches=[1], modes=["eager"], repeat=3, min_seconds=0.5)
+    assert result["rows"][0]["rounds"] > 3  # a quickstart forward is well under a millisecond
