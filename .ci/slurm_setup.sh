@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# Start a real single-node Slurm cluster on this machine (Debian, as root), idempotently:
+# Start a real Slurm test cluster on this machine (Debian, as root), idempotently:
 # installs slurm-wlm + munge + slurmdbd + mariadb-server when missing, writes a munge key,
-# /etc/slurm/slurmdbd.conf and /etc/slurm/slurm.conf (this node's real CPUs and memory, one
-# partition `debug`, accounting through slurmdbd on a local MariaDB so `sacct` and
-# submitit's job watcher see every job), starts mariadbd, munged, slurmdbd, slurmctld and
-# slurmd unless they run, and waits until `sbatch` can place a job. Safe to run again.
+# /etc/slurm/slurmdbd.conf and /etc/slurm/slurm.conf, starts mariadbd, munged, slurmdbd,
+# slurmctld and the slurmd daemons unless they run, and waits until every node is idle.
+#
+# Two partitions, both on this one machine:
+#   debug (default)  this node as it really is (its CPUs and memory), one slurmd
+#   multi            two nodes, nodeA and nodeB: two more slurmd on this host (Debian's build
+#                    has MULTIPLE_SLURMD: `slurmd -N nodeA`, each node with its own port, spool
+#                    directory, pid file and log), for jobs with ranks on two nodes
+# Accounting goes through slurmdbd on a local MariaDB, so `sacct` and submitit's job watcher
+# see every job. Safe to run again.
 #
 #   sudo .ci/slurm_setup.sh          # then: sinfo; sbatch --wrap hostname; squeue; sacct
 set -euo pipefail
@@ -14,11 +20,29 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
+# a daemon is found (and stopped) through its pid file, not by its name: three slurmd run here
+running() {  # running PIDFILE NAME: the pid file names a live process called NAME
+  [ -s "$1" ] && [ "$(cat "/proc/$(cat "$1")/comm" 2>/dev/null)" = "$2" ]
+}
+stop() {  # stop PIDFILE NAME: SIGTERM, then wait until it is gone (slurmctld saves its state on the way out)
+  if running "$1" "$2"; then
+    kill "$(cat "$1")" 2>/dev/null || true
+    for _ in $(seq 30); do running "$1" "$2" || break; sleep 1; done
+  fi
+}
+
 if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null \
     || ! command -v slurmdbd >/dev/null || ! command -v mariadbd >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
   apt-get install -y -q --no-install-recommends slurm-wlm slurm-client munge slurmdbd mariadb-server
+fi
+
+# -- /dev/null for the daemons: munged (user munge) daemonises onto /dev/null and exits with
+#    'Failed to open "/dev/null": Permission denied' where it lost its 0666 mode (seen on a CI
+#    machine, crw-r--r--); a character device 1,3 of any other mode is put back to 0666
+if [ -c /dev/null ] && [ "$(stat -c %a /dev/null)" != 666 ]; then
+  chmod 0666 /dev/null
 fi
 
 # -- munge: the cluster's authentication (one key, shared by every daemon of the cluster)
@@ -58,20 +82,34 @@ EOF
 )
 if [ ! -f /etc/slurm/slurmdbd.conf ] || [ "$(cat /etc/slurm/slurmdbd.conf)" != "$DBD_CONF" ]; then
   echo "$DBD_CONF" > /etc/slurm/slurmdbd.conf
-  pkill -x slurmdbd 2>/dev/null || true
-  sleep 1
+  stop /run/slurmdbd.pid slurmdbd
 fi
 chmod 0600 /etc/slurm/slurmdbd.conf
 
-# -- slurm.conf: this node as it really is (slurmd -C prints its CPUs, sockets, memory)
+# -- slurm.conf: this node as it really is (slurmd -C prints its CPUs, sockets, memory), and the
+#    two nodes of partition `multi` on the same host, each with its own slurmd (multiple-slurmd mode)
 NODE=$(hostname -s)
+MULTI="nodeA:6821 nodeB:6822"  # node name:slurmd port (this node's slurmd keeps the default, 6818)
 HW=$(slurmd -C | head -n 1 | sed -e 's/^NodeName=[^ ]* //' -e 's/ UpTime=.*//')
 MEM=$(echo "$HW" | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p')
 MEM=$(( MEM * 9 / 10 ))  # leave the OS some room: a node that reports less than it claims is drained
 HW=$(echo "$HW" | sed "s/RealMemory=[0-9]*/RealMemory=$MEM/")
-mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm
+MULTI_LINES=""
+MULTI_NAMES=""
+for entry in $MULTI; do
+  name=${entry%%:*}
+  port=${entry##*:}
+  # each is this host: its CPUs and memory, NodeHostname this host (so the shared-filesystem check
+  # knows both nodes are this machine), NodeAddr the loopback, a port of its own
+  MULTI_LINES="${MULTI_LINES}NodeName=$name NodeHostname=$NODE NodeAddr=127.0.0.1 Port=$port $HW State=UNKNOWN
+"
+  MULTI_NAMES="${MULTI_NAMES:+$MULTI_NAMES,}$name"
+  mkdir -p "/var/spool/slurmd/$name"
+done
+mkdir -p /etc/slurm /var/spool/slurmctld "/var/spool/slurmd/$NODE" /var/log/slurm
 CONF=$(cat <<EOF
-# written by .ci/slurm_setup.sh: a single-node test cluster
+# written by .ci/slurm_setup.sh: a test cluster on one machine (partition debug: this node;
+# partition multi: nodes $MULTI_NAMES, two more slurmd on this host)
 ClusterName=lowrank-ci
 SlurmctldHost=$NODE
 SlurmUser=root
@@ -79,11 +117,11 @@ SlurmdUser=root
 AuthType=auth/munge
 AuthInfo=cred_expire=10
 StateSaveLocation=/var/spool/slurmctld
-SlurmdSpoolDir=/var/spool/slurmd
+SlurmdSpoolDir=/var/spool/slurmd/%n
 SlurmctldPidFile=/run/slurmctld.pid
-SlurmdPidFile=/run/slurmd.pid
+SlurmdPidFile=/run/slurmd-%n.pid
 SlurmctldLogFile=/var/log/slurm/slurmctld.log
-SlurmdLogFile=/var/log/slurm/slurmd.log
+SlurmdLogFile=/var/log/slurm/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
@@ -102,7 +140,8 @@ SchedulerParameters=sched_interval=2,bf_interval=2
 # cred_expire: a requeued job may start again after 10 s (Slurm's default: 120 s)
 MpiDefault=none
 NodeName=$NODE $HW State=UNKNOWN
-PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
+${MULTI_LINES}PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
+PartitionName=multi Nodes=$MULTI_NAMES MaxTime=INFINITE State=UP OverSubscribe=NO
 EOF
 )
 if [ ! -f /etc/slurm/slurm.conf ] || [ "$(cat /etc/slurm/slurm.conf)" != "$CONF" ]; then
@@ -113,30 +152,38 @@ else
 fi
 touch /etc/slurm/cgroup.conf
 
+SLURMDS="$NODE ${MULTI_NAMES//,/ }"
 if [ "$CHANGED" = 1 ]; then  # a running daemon with an old config: restart it
-  pkill -x slurmctld 2>/dev/null || true
-  pkill -x slurmd 2>/dev/null || true
-  for _ in $(seq 30); do  # slurmctld saves its state on the way out: wait until both are gone
-    pgrep -x slurmctld >/dev/null || pgrep -x slurmd >/dev/null || break
-    sleep 1
-  done
+  stop /run/slurmctld.pid slurmctld
+  stop /run/slurmd.pid slurmd  # the one slurmd of the one-node cluster this script started before
+  for name in $SLURMDS; do stop "/run/slurmd-$name.pid" slurmd; done
 fi
-pgrep -x slurmdbd >/dev/null || /usr/sbin/slurmdbd  # before slurmctld: the cluster must be registered
+running /run/slurmdbd.pid slurmdbd || /usr/sbin/slurmdbd  # before slurmctld: the cluster must be registered
 for _ in $(seq 30); do sacctmgr -n list cluster >/dev/null 2>&1 && break; sleep 1; done
 if ! sacctmgr -n -P list cluster format=cluster 2>/dev/null | grep -qx lowrank-ci; then
   sacctmgr -i add cluster lowrank-ci >/dev/null
 fi
-pgrep -x slurmctld >/dev/null || /usr/sbin/slurmctld
-pgrep -x slurmd >/dev/null || /usr/sbin/slurmd
+running /run/slurmctld.pid slurmctld || /usr/sbin/slurmctld
+for name in $SLURMDS; do  # -N: which node of slurm.conf this slurmd is (all three share this hostname)
+  running "/run/slurmd-$name.pid" slurmd || /usr/sbin/slurmd -N "$name"
+done
 
-# -- ready: the node is idle (resume it if an earlier run left it down/drained)
+# -- ready: every node is idle (resume one that an earlier run left down or drained)
 for _ in $(seq 60); do
-  STATE=$(sinfo -h -n "$NODE" -o %T 2>/dev/null || true)
-  case "$STATE" in
-    idle*|mixed*|allocated*) echo "slurm_setup: node $NODE $STATE ($HW)"; exit 0 ;;
-    down*|drain*) scontrol update NodeName="$NODE" State=RESUME 2>/dev/null || true ;;
-  esac
+  READY=1
+  for name in $SLURMDS; do
+    STATE=$(sinfo -h -n "$name" -o %T 2>/dev/null || true)
+    case "$STATE" in
+      idle*|mixed*|allocated*) ;;
+      down*|drain*) READY=0; scontrol update NodeName="$name" State=RESUME 2>/dev/null || true ;;
+      *) READY=0 ;;
+    esac
+  done
+  if [ "$READY" = 1 ]; then
+    echo "slurm_setup: nodes $SLURMDS idle ($HW); partition debug: $NODE, partition multi: $MULTI_NAMES"
+    exit 0
+  fi
   sleep 1
 done
-echo "slurm_setup: node $NODE did not become idle: $(sinfo -h -N -o '%N %T %E' 2>&1); see /var/log/slurm/" >&2
+echo "slurm_setup: the nodes did not become idle: $(sinfo -h -N -o '%N %T %E' 2>&1); see /var/log/slurm/" >&2
 exit 1
