@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from lowrank.deploy.records import SUMMARY_KEYS as LATENCY_KEYS, device_key, pick_key
 from lowrank.errors import BudgetError, ConfigError, UserError
 from lowrank.run_files import number
 from lowrank.rundir import (CHECKPOINT_FILE, RunDir, atomic_write_text, file_lock, lowrank_home,
@@ -575,6 +576,9 @@ def run_rows(manifest: Mapping[str, Any], home: Path | None = None) -> list[dict
             "state": status.get("state"), "epoch": status.get("epoch"), "epochs": status.get("epochs"),
             **{key: status.get(key) if finished else None
                for key in ("final_val_err1", "best_val_err1", "test_err1", "test_err5", "train_seconds")},
+            # the measured speed (bench.after_run), only ever compared with its own device key
+            **{key: status.get(key) if finished else None for key in LATENCY_KEYS},
+            "latency_key": device_key(status) if finished else None,
             "error": status.get("error") if not finished else None,
         })
     return rows
@@ -586,12 +590,53 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
-def summarize(rows: Sequence[Mapping[str, Any]], methods: Sequence[str] | None = None) -> list[dict[str, Any]]:
+# a group's latency figures on one device key, flat in a summary row (None where it has none there)
+LATENCY_COLUMNS = ("latency_key", "latency_ms_b1_mean", "latency_ms_b1_std", "throughput_mean", "throughput_std",
+                   "throughput_batch")
+
+
+def _latency_figures(members: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Mean and std of the batch-1 latency and the throughput of runs measured on one device key."""
+    figures: dict[str, Any] = {"runs": len(members)}
+    for key in ("latency_ms_b1", "throughput"):
+        values = [value for value in (number(row.get(key)) for row in members) if value is not None]
+        figures[f"{key}_mean"], figures[f"{key}_std"] = _mean_std(values)
+    batches = sorted({row["throughput_batch"] for row in members if isinstance(row.get("throughput_batch"), int)})
+    figures["throughput_batch"] = batches[0] if len(batches) == 1 else (batches or None)
+    figures["torch"] = sorted({str(row["latency_torch"]) for row in members if row.get("latency_torch")})
+    return figures
+
+
+def with_device(row: Mapping[str, Any], key: str | None) -> dict[str, Any]:
+    """A summary row with the latency figures of device ``key`` in :data:`LATENCY_COLUMNS`."""
+    figures = (row.get("latency") or {}).get(key) if key else None
+    out = dict(row)
+    out.update({column: None for column in LATENCY_COLUMNS})
+    if figures:
+        out["latency_key"] = key
+        out.update({column: figures.get(column) for column in LATENCY_COLUMNS[1:]})
+    return out
+
+
+def summary_devices(summary: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """Device key -> how many finished runs of the summary's groups were measured on it."""
+    counts: dict[str, int] = {}
+    for row in summary:
+        for key, figures in (row.get("latency") or {}).items():
+            counts[key] = counts.get(key, 0) + int(figures.get("runs") or 0)
+    return counts
+
+
+def summarize(rows: Sequence[Mapping[str, Any]], methods: Sequence[str] | None = None,
+              device: str | None = None) -> list[dict[str, Any]]:
     """Per (method, grid point, budget): plan figures, runs finished / total, mean and sample std
     over seeds -- grouped by every swept key.
 
     Only finished runs enter the means; std is None with fewer than two. Rows are ordered
     by ``methods`` (the sweep's order), then the grid point (first seen first), then budget.
+    Measured latency and throughput are averaged per device key, never across them: ``latency``
+    maps each key to its figures (:func:`_latency_figures`), and the flat
+    :data:`LATENCY_COLUMNS` carry those of ``device`` (None: left empty).
     """
     groups: dict[tuple[str, float | None, str], list[Mapping[str, Any]]] = {}
     points: dict[str, int] = {}
@@ -618,7 +663,13 @@ def summarize(rows: Sequence[Mapping[str, Any]], methods: Sequence[str] | None =
         for key in ("final_val_err1", "best_val_err1", "test_err1", "train_seconds"):
             mean, std = _mean_std([float(row[key]) for row in done if row.get(key) is not None])
             summary[f"{key}_mean"], summary[f"{key}_std"] = mean, std
-        out.append(summary)
+        measured: dict[str, list[Mapping[str, Any]]] = {}
+        for row in done:
+            key = device_key(row)
+            if key is not None:
+                measured.setdefault(key, []).append(row)
+        summary["latency"] = {key: _latency_figures(runs) for key, runs in measured.items()}
+        out.append(with_device(summary, device))
     return out
 
 
@@ -713,16 +764,146 @@ def list_sweeps(home: Path | None = None) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- plots
 
 
-def _series(summary: Sequence[Mapping[str, Any]], x_key: str,
-            metric: str) -> dict[str, tuple[list[float], list[float], list[float]]]:
-    """method -> (xs, mean errors, stds) against ``x_key``, sorted by x (groups with a result only)."""
-    series: dict[str, list[tuple[float, float, float]]] = {}
+@dataclasses.dataclass(frozen=True)
+class Axis:
+    """An x axis of the error-vs-cost plots (``compare show --x``, the console's compare view)."""
+
+    name: str  # as given to --x
+    key: str  # the summary row's column (a group's value)
+    run_key: str  # the run's status.json key (the console plots runs)
+    label: str
+    lower_is_better: bool = True  # the Pareto front keeps the lowest error for the cost; throughput: the most
+    measured: bool = False  # a measurement of one device key: plotted for one key only, never mixed
+    std_key: str | None = None  # the summary's std of ``key`` over seeds (error bars)
+
+
+X_AXES: dict[str, Axis] = {axis.name: axis for axis in (
+    Axis("params", "params", "params", "parameters"),
+    Axis("macs", "macs", "macs", "mult-adds"),
+    Axis("latency", "latency_ms_b1_mean", "latency_ms_b1", "latency ms (batch 1)", measured=True,
+         std_key="latency_ms_b1_std"),
+    Axis("throughput", "throughput_mean", "throughput", "throughput img/s", lower_is_better=False, measured=True,
+         std_key="throughput_std"),
+)}
+DEFAULT_X = ("params", "macs")
+NO_LATENCY_HINT = ("sweeps record it with bench.after_run (on for lowrank compare; --set bench.after_run=true "
+                   "elsewhere); lowrank bench model RUN times one run")
+
+
+def parse_axes(x: str | Sequence[str] | None) -> tuple[Axis, ...]:
+    """``"params,latency"`` (or a list of names) -> the axes, in order; an unknown name is one UserError."""
+    names = DEFAULT_X if x is None else (x.split(",") if isinstance(x, str) else list(x))
+    names = list(dict.fromkeys(name.strip().lower() for name in names if name.strip()))
+    known = ", ".join(X_AXES)
+    if not names:
+        raise UserError("no x axis given", key="--x", hint=f"a comma-separated list of {known}")
+    for name in names:
+        if name not in X_AXES:
+            raise UserError(f"unknown x axis {name!r}", key="--x",
+                            hint=f"a comma-separated list of {known}, e.g. --x params,latency")
+    return tuple(X_AXES[name] for name in names)
+
+
+def plot_device(summary: Sequence[Mapping[str, Any]], x: str | Sequence[str] | None = None,
+                wanted: str | None = None) -> str | None:
+    """The one device key whose latencies the measured axes of ``x`` plot (None when none is measured).
+
+    :func:`lowrank.deploy.records.pick_key` decides on the runs counted per key; latencies of
+    several keys are refused (never mixed on one axis) unless ``wanted`` picks one.
+    """
+    if not any(axis.measured for axis in parse_axes(x)):
+        return None
+    counts = summary_devices(summary)
+    key, reason = pick_key(counts, wanted)
+    if key is not None:
+        return key
+    if not counts:
+        raise UserError("no finished run of this sweep has a measured latency to plot", key="--x",
+                        hint=NO_LATENCY_HINT)
+    if wanted:
+        raise UserError(reason or "no such device", key="--latency-on", hint="give a part of one of those device keys")
+    raise UserError(reason or "several devices", key="--x",
+                    hint="plot one of them with --latency-on TEXT (a part of its key, e.g. 'x2 threads', 'H100')")
+
+
+def shown_device(summary: Sequence[Mapping[str, Any]], wanted: str | None = None) -> tuple[str | None, str | None]:
+    """(the device key a table shows the latencies of, a note on the keys it leaves out or None).
+
+    ``wanted`` must pick one key (a UserError otherwise); without it a single key is shown, and of
+    several the one with the most runs, the note naming the others and ``--latency-on``.
+    """
+    counts = summary_devices(summary)
+    if wanted:
+        key, reason = pick_key(counts, wanted)
+        if key is None:
+            raise UserError(reason or "no such device", key="--latency-on",
+                            hint=NO_LATENCY_HINT if not counts else "give a part of one of those device keys")
+        return key, None
+    if len(counts) <= 1:
+        return next(iter(counts), None), None
+    key = max(counts, key=lambda name: (counts[name], name))
+    others = "; ".join(f"{name} ({count} runs)" for name, count in counts.items() if name != key)
+    return key, (f"also measured on {others}, not shown: latencies of different devices are never averaged "
+                 f"together; --latency-on TEXT picks the device")
+
+
+def pareto_front(points: Iterable[tuple[float, float]], higher_is_better: bool = False) -> list[tuple[float, float]]:
+    """The points no other point beats on both cost (x) and error (y), by increasing x: each one
+    has a lower error than every cheaper point -- or, with ``higher_is_better`` (throughput), than
+    every point with a higher x."""
+    ordered = sorted(points, key=(lambda point: (-point[0], point[1])) if higher_is_better else None)
+    front: list[tuple[float, float]] = []
+    for x, y in ordered:
+        if not front or y < front[-1][1]:
+            front.append((x, y))
+    return sorted(front)
+
+
+def _series(summary: Sequence[Mapping[str, Any]], x_key: str, metric: str, x_std_key: str | None = None
+            ) -> dict[str, tuple[list[float], list[float], list[float], list[float]]]:
+    """method -> (xs, mean errors, stds, x stds) against ``x_key``, sorted by x (groups with a result only)."""
+    series: dict[str, list[tuple[float, float, float, float]]] = {}
     for row in summary:
-        x, y = row.get(x_key), row.get(f"{metric}_mean")
+        x, y = number(row.get(x_key)), number(row.get(f"{metric}_mean"))
         if x is None or y is None or x <= 0:
             continue
-        series.setdefault(f"{row['method']} {row.get('grid') or ''}".strip(), []).append((float(x), float(y), float(row.get(f"{metric}_std") or 0.0)))
+        series.setdefault(f"{row['method']} {row.get('grid') or ''}".strip(), []).append(
+            (x, y, number(row.get(f"{metric}_std")) or 0.0, (number(row.get(x_std_key)) or 0.0) if x_std_key else 0.0))
     return {method: tuple(list(column) for column in zip(*sorted(points))) for method, points in series.items()}
+
+
+def _axis_rows(summary: Sequence[Mapping[str, Any]], axis: Axis, device: str | None) -> list[dict[str, Any]]:
+    """The rows an axis plots: a measured axis reads the figures of ``device`` only."""
+    return [with_device(row, device) if axis.measured else dict(row) for row in summary]
+
+
+def plot_series(summary: Sequence[Mapping[str, Any]], axis: str | Axis, *, metric: str = "test_err1",
+                device: str | None = None) -> dict[str, tuple[list[float], list[float], list[float], list[float]]]:
+    """What the plot against ``axis`` draws: series -> (xs, mean errors, their stds, x stds), from the
+    finished runs' means; a measured axis reads the figures of ``device`` only (None: nothing)."""
+    axis = X_AXES[axis] if isinstance(axis, str) else axis
+    return _series(_axis_rows(summary, axis, device), axis.key, metric, axis.std_key)
+
+
+def front_of(series: Mapping[str, tuple], axis: str | Axis) -> list[tuple[float, float]]:
+    """The Pareto front of every plotted group (finished runs' means) for ``axis``'s direction."""
+    axis = X_AXES[axis] if isinstance(axis, str) else axis
+    return pareto_front(((x, y) for xs, ys, *_ in series.values() for x, y in zip(xs, ys)),
+                        higher_is_better=not axis.lower_is_better)
+
+
+def axis_label(axis: Axis, device: str | None, summary: Sequence[Mapping[str, Any]] = (), *,
+               name_device: bool = True) -> str:
+    """``latency ms (batch 1) on cpu: X x2 threads``, ``throughput img/s at batch 64 ... (higher is better)``
+    (``name_device=False``: without the ``on ...``)."""
+    label = axis.label
+    if axis.name == "throughput":
+        batches = {row.get("throughput_batch") for row in _axis_rows(summary, axis, device)} - {None}
+        if len(batches) == 1 and isinstance(next(iter(batches)), int):
+            label += f" at batch {next(iter(batches))}"
+    if axis.measured and device and name_device:
+        label += f" on {device}"
+    return label + ("" if axis.lower_is_better else " (higher is better)")
 
 
 def _si(value: float) -> str:
@@ -737,22 +918,31 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _MARKERS = ("o", "x", "+", "*", "#", "@", "%", "=")
 
 
-def render_plots(summary: Sequence[Mapping[str, Any]], *, metric: str = "test_err1", width: int | None = None,
+def render_plots(summary: Sequence[Mapping[str, Any]], *, metric: str = "test_err1",
+                 x: str | Sequence[str] | None = None, device: str | None = None, width: int | None = None,
                  height: int | None = None, color: bool = True) -> str:
-    """Error against parameters and against mult-adds (log x), one series per method (plotext)."""
+    """Error against each axis of ``x`` (default parameters and mult-adds; log x), one series per
+    method, and the Pareto front of the groups plotted (plotext). A measured axis (latency,
+    throughput) plots one device key (:func:`plot_device`; mixing is refused)."""
     import plotext as plt
 
     from console.safe_text import clean
 
+    axes = parse_axes(x)
+    key = plot_device(summary, x, device)
     charts = []
-    for x_key, label in (("params", "parameters"), ("macs", "mult-adds")):
-        series = _series(summary, x_key, metric)
+    for axis in axes:
+        series = plot_series(summary, axis, metric=metric, device=key)
         if not series:
             continue
         plt.clear_figure()
         if not color:
             plt.theme("clear")
-        for index, (method, (xs, ys, _)) in enumerate(series.items()):
+        front = front_of(series, axis)
+        if len(front) > 1:
+            plt.plot([fx for fx, _ in front], [fy for _, fy in front], label="Pareto front",
+                     marker="braille" if color else ".", **({"color": "gray"} if color else {}))
+        for index, (method, (xs, ys, *_)) in enumerate(series.items()):
             # without colour the series differ by their marker character
             marker = "hd" if color else _MARKERS[index % len(_MARKERS)]
             if len(xs) > 1:
@@ -760,21 +950,25 @@ def render_plots(summary: Sequence[Mapping[str, Any]], *, metric: str = "test_er
             else:
                 plt.scatter(xs, ys, label=clean(method), marker="x" if color else marker)
         plt.xscale("log")
-        ticks = sorted({x for xs, _, _ in series.values() for x in xs})
+        ticks = sorted({tick for xs, *_ in series.values() for tick in xs})
         if ticks:
             plt.xticks(ticks, [_si(tick) for tick in ticks])
-        plt.title(clean(f"{ERROR_METRICS.get(metric, metric)} vs {label} (log scale)"))
-        plt.xlabel(label)
+        plt.title(clean(f"{ERROR_METRICS.get(metric, metric)} vs {axis.label} (log scale)"))
+        # the device goes on a line of its own: plotext drops a title or label too long for the plot
+        plt.xlabel(clean(axis_label(axis, key, summary, name_device=False)))
         plt.plotsize(width or min(plt.terminal_width() or 100, 110), height or 18)
-        charts.append(plt.build())
+        charts.append((f"{axis.label} measured on {clean(key)}\n" if axis.measured else "") + plt.build())
     plt.clear_figure()
     text = "\n".join(charts)
     return text if color else _ANSI.sub("", text)
 
 
 def save_png(summary: Sequence[Mapping[str, Any]], path: str | Path, *, metric: str = "test_err1",
-             title: str = "") -> Path:
-    """Both plots side by side in a PNG (needs the optional matplotlib extra)."""
+             title: str = "", x: str | Sequence[str] | None = None, device: str | None = None) -> Path:
+    """The plots of ``x`` (default parameters and mult-adds) side by side in a PNG, each with its
+    Pareto front (needs the optional matplotlib extra). Nothing is written when it is refused."""
+    axes = parse_axes(x)
+    key = plot_device(summary, x, device)  # before anything is drawn: a refused plot leaves no file
     try:
         import matplotlib
 
@@ -783,18 +977,26 @@ def save_png(summary: Sequence[Mapping[str, Any]], path: str | Path, *, metric: 
     except ImportError:
         raise UserError("--png needs matplotlib, which is not installed", key="--png",
                         hint="pip install 'lowrank[plot]'") from None
-    if not _series(summary, "params", metric):
+    plotted = [(axis, plot_series(summary, axis, metric=metric, device=key)) for axis in axes]
+    if not any(series for _, series in plotted):
         raise UserError(f"nothing to plot: no run of this sweep has a {metric} yet", key="--png",
                         hint="wait for runs to finish (lowrank compare show SWEEP), or pick --metric")
-    figure, axes = pyplot.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
-    for axis, (x_key, label) in zip(axes, (("params", "parameters"), ("macs", "mult-adds"))):
-        for method, (xs, ys, stds) in _series(summary, x_key, metric).items():
-            axis.errorbar(xs, ys, yerr=stds, marker="o", capsize=3, label=method)
-        axis.set_xscale("log")
-        axis.set_xlabel(label)
-        axis.set_ylabel(ERROR_METRICS.get(metric, metric))
-        axis.grid(True, which="both", alpha=0.3)
-    axes[0].legend()
+    figure, grid = pyplot.subplots(1, len(axes), figsize=(5.5 * len(axes), 4.2), constrained_layout=True,
+                                   squeeze=False)
+    for axis_plot, (axis, series) in zip(grid[0], plotted):
+        front = front_of(series, axis)
+        if len(front) > 1:
+            axis_plot.plot([fx for fx, _ in front], [fy for _, fy in front], linestyle="--", color="gray",
+                           alpha=0.7, label="Pareto front", zorder=1)
+        for method, (xs, ys, stds, x_stds) in series.items():
+            axis_plot.errorbar(xs, ys, yerr=stds, xerr=x_stds if axis.measured else None, marker="o", capsize=3,
+                               label=method, zorder=2)
+        axis_plot.set_xscale("log")
+        axis_plot.set_xlabel(axis_label(axis, key, summary))
+        axis_plot.set_ylabel(ERROR_METRICS.get(metric, metric))
+        axis_plot.grid(True, which="both", alpha=0.3)
+        if series:
+            axis_plot.legend()
     if title:
         figure.suptitle(title)
     path = Path(path)

@@ -6,6 +6,7 @@ Shape (a Typer group whose default command is ``run``)::
                     [--seeds N] [--set K=V ...] [--gpus N | --cpu] [--detach] [--dry-run]
                     [--skip-unreachable] [--json]
     lowrank compare show SWEEP [--json | --csv] [--png FILE] [--metric test_err1]
+                         [--x params,macs|latency|throughput] [--latency-on TEXT]
     lowrank compare resume SWEEP [--gpus N | --cpu] [--detach] [--json]
     lowrank compare ls [--json]
 
@@ -147,8 +148,13 @@ def register(app: typer.Typer) -> None:
         metric: Annotated[str, typer.Option("--metric", help="error plotted: test_err1, best_val_err1 or "
                                                              "final_val_err1")] = "test_err1",
         no_plot: Annotated[bool, typer.Option("--no-plot", help="the table only")] = False,
+        x: Annotated[str, typer.Option("--x", help="x axes of the plots, comma-separated: params, macs, latency "
+                                                   "(measured ms at batch 1), throughput (img/s)")] = "params,macs",
+        latency_on: Annotated[Optional[str], typer.Option("--latency-on", help="the device whose measured latencies "
+                                                                              "are shown (a part of its key, e.g. "
+                                                                              "'x2 threads', 'H100')")] = None,
     ) -> None:
-        """The sweep's table (method x budget, mean ± std over seeds) and error-vs-size plots."""
+        """The sweep's table (method x budget, mean ± std over seeds) and error-vs-cost plots."""
         from lowrank.errors import UserError
 
         from console import compare
@@ -157,8 +163,9 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"unknown metric {metric!r}", key="--metric", hint=", ".join(compare.ERROR_METRICS))
         if as_json and as_csv:
             raise UserError("give one of --json and --csv", key="--csv")
+        axes = compare.parse_axes(x)
         _show(compare.resolve_sweep(sweep), as_json=as_json, as_csv=as_csv, png=png, metric=metric,
-              plots=not no_plot)
+              plots=not no_plot, x=[axis.name for axis in axes], latency_on=latency_on)
 
     @group.command("resume", no_args_is_help=True)
     def resume(
@@ -365,41 +372,52 @@ def _watch(sweep_id: str, *, quiet: bool = False, poll: float = POLL_SECONDS) ->
 
 
 def _show(sweep_id: str, *, as_json: bool = False, as_csv: bool = False, png: Optional[Path] = None,
-          metric: str = "test_err1", plots: bool = True) -> None:
+          metric: str = "test_err1", plots: bool = True, x: Optional[list[str]] = None,
+          latency_on: Optional[str] = None) -> None:
     from console import compare
 
     manifest = compare.read_manifest(sweep_id)
     runs = compare.run_rows(manifest)
     summary = compare.summarize(runs, manifest.get("methods"))
+    # decided before anything is printed or written: latencies of two devices never share an axis
+    plot_key = compare.plot_device(summary, x, latency_on)
+    shown, note = compare.shown_device(summary, latency_on)
+    summary = [compare.with_device(row, shown) for row in summary]
     if png is not None:
-        compare.save_png(summary, png, metric=metric, title=f"{manifest.get('name')} ({sweep_id})")
+        compare.save_png(summary, png, metric=metric, title=f"{manifest.get('name')} ({sweep_id})", x=x,
+                         device=plot_key)
     if as_json:
         from console.safe_text import dumps
 
         typer.echo(dumps({"sweep": sweep_id, "preset": manifest.get("preset"),
                                "overrides": manifest.get("overrides"), "model": manifest.get("model"),
                                "dataset": manifest.get("dataset"), "dense_params": manifest.get("dense_params"),
-                               "dense_macs": manifest.get("dense_macs"), "rows": summary, "runs": runs,
+                               "dense_macs": manifest.get("dense_macs"), "latency_device": shown,
+                               "latency_devices": compare.summary_devices(summary), "latency_note": note,
+                               "rows": summary, "runs": runs,
                                "png": str(png) if png else None}, indent=2))  # NaN/inf -> null
         return
     if as_csv:
-        columns = [key for key in summary[0] if key not in ("states", "seeds")] if summary else []
+        columns = [key for key in summary[0] if key not in ("states", "seeds", "latency")] if summary else []
         writer = csv.DictWriter(sys.stdout, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         from console.safe_text import clean  # a method or grid value from the manifest: no terminal control
 
         writer.writerows({key: clean(value) if isinstance(value, str) else value for key, value in row.items()}
                          for row in summary)
+        if note:
+            typer.echo(f"note: the latency columns are those measured on {clean(shown)}; {clean(note)}", err=True)
         return
-    _print_table(manifest, summary, runs)
+    _print_table(manifest, summary, runs, shown, note)
     if plots:
-        text = compare.render_plots(summary, metric=metric, color=sys.stdout.isatty())
+        text = compare.render_plots(summary, metric=metric, x=x, device=plot_key, color=sys.stdout.isatty())
         typer.echo(text if text else "(no finished runs to plot yet)")
     if png is not None:
         typer.echo(f"saved {png}")
 
 
-def _print_table(manifest: dict, summary: list[dict], runs: list[dict]) -> None:
+def _print_table(manifest: dict, summary: list[dict], runs: list[dict], device: Optional[str] = None,
+                 note: Optional[str] = None) -> None:
     from rich.table import Table
 
     from console.compare import fmt_mean_std
@@ -412,12 +430,20 @@ def _print_table(manifest: dict, summary: list[dict], runs: list[dict]) -> None:
              f"{f'{dense_params:,}' if isinstance(dense_params, int) else '?'} params / "
              f"{f'{dense_macs:,}' if isinstance(dense_macs, int) else '?'} mult-adds; "
              f"top-1 error %, mean ± std over seeds")
-    table = Table(title=title, header_style="bold", title_justify="left", show_edge=False)
+    caption = None
+    if device:  # the device the latency columns were measured on (one key: never averaged across)
+        batches = {row.get("throughput_batch") for row in summary} - {None}
+        caption = (f"latency ms at batch 1 and img/s{f' at batch {next(iter(batches))}' if len(batches) == 1 else ''}"
+                   f" measured on {markup(device)}" + (f"; {markup(note)}" if note else ""))
+    table = Table(title=title, header_style="bold", title_justify="left", show_edge=False,
+                  caption=caption, caption_justify="left")
     gridded = any(row.get("grid") for row in summary)
+    timed = device is not None
     for column, justify in (("method", "left"), *((("grid", "left"),) if gridded else ()), ("budget", "right"),
                             ("hp", "right"), ("params", "right"),
                             ("x dense", "right"), ("mult-adds", "right"), ("done", "right"), ("final val", "right"),
-                            ("best val", "right"), ("test", "right"), ("train time", "right")):
+                            ("best val", "right"), ("test", "right"), ("train time", "right"),
+                            *((("latency ms (b1)", "right"), ("img/s", "right")) if timed else ())):
         table.add_column(column, justify=justify)
     for row in summary:
         hp = row.get("hp")
@@ -433,7 +459,9 @@ def _print_table(manifest: dict, summary: list[dict], runs: list[dict]) -> None:
                       fmt_mean_std(row["final_val_err1_mean"], row["final_val_err1_std"]),
                       fmt_mean_std(row["best_val_err1_mean"], row["best_val_err1_std"]),
                       fmt_mean_std(row["test_err1_mean"], row["test_err1_std"]),
-                      _seconds(row["train_seconds_mean"]))
+                      _seconds(row["train_seconds_mean"]),
+                      *((fmt_mean_std(row.get("latency_ms_b1_mean"), row.get("latency_ms_b1_std"), 3),
+                         fmt_mean_std(row.get("throughput_mean"), row.get("throughput_std"), 0)) if timed else ()))
     console.print(table)
     failed = [run for run in runs if run["state"] in ("failed", "killed", "vanished", "unreadable")]
     for run in failed:

@@ -1,6 +1,11 @@
 """``c``: runs side by side -- the selected runs, or the highlighted run's family (same sweep, or
-same model and dataset) -- as a table (method, hp/budget, params, mult-adds, errors) and an
-error-vs-cost scatter with the Pareto front (``m`` switches parameters / mult-adds).
+same model and dataset) -- as a table (method, hp/budget, params, mult-adds, errors) and
+an error-vs-cost scatter with the Pareto front (``m`` switches parameters / mult-adds, ``L``
+measured latency at batch 1 / throughput, whose front keeps the highest throughput).
+
+A measured axis plots only runs with a latency, and only those of one device key (the
+highlighted row's, else the key most runs share): latencies of different devices or thread
+counts are never drawn together, and the title says which key is shown and what was left out.
 
 Finished runs are filled markers; running runs are drawn hollow at their current best
 validation error. With ``live`` the screen re-reads the app's records every poll, so a
@@ -20,14 +25,17 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label
 from textual_plotext import PlotextPlot
 
+from console.compare import X_AXES, Axis
 from console.safe_text import clean
+from lowrank.deploy.records import device_key, device_keys
 
 from .format import count, number, pct
 from .scatter import headroom, linear_ticks, log_axis, marker, pareto_front, tick_label
 from .watch import RunRecord
 
 SHOWN_STATES = ("finished", "running")
-X_AXES = (("params", "parameters"), ("macs", "mult-adds"))
+COST_AXES = ("params", "macs")  # m switches between these
+MEASURED_AXES = ("latency", "throughput")  # L switches between these
 
 
 def family(records: dict[str, RunRecord], run_id: str) -> tuple[str, list[RunRecord]]:
@@ -62,6 +70,11 @@ def _ordered(members: list[RunRecord]) -> list[RunRecord]:
     return shown
 
 
+def _shown(runs: list[RunRecord]) -> list[tuple]:
+    """What the screen shows of the runs (a live poll redraws when it changes)."""
+    return [(r.run_id, r.cells, r.status.get("latency_ms_b1"), r.status.get("throughput")) for r in runs]
+
+
 def error_of(record: RunRecord) -> float | None:
     """The error a comparison plots: test top-1 when measured, else best validation (a running run's so far)."""
     value = record.status.get("test_err1")
@@ -81,7 +94,8 @@ class CompareScreen(Screen[None]):
     """
 
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
-    BINDINGS = [Binding("escape,c,q", "close", "Back"), Binding("m", "switch_x", "Params / mult-adds")]
+    BINDINGS = [Binding("escape,c,q", "close", "Back"), Binding("m", "switch_x", "Params / mult-adds"),
+                Binding("L", "switch_latency", "Latency / throughput")]
 
     def __init__(self, label: str, runs: list[RunRecord],
                  live: Callable[[], tuple[str, list[RunRecord]]] | None = None) -> None:
@@ -92,6 +106,9 @@ class CompareScreen(Screen[None]):
         self.x_key = "params"
         self.front: list[tuple[float, float]] = []  # the Pareto front drawn (tests)
         self.points: dict[str, list[tuple[float, float, bool]]] = {}  # method -> (x, err, running)
+        self.device: str | None = None  # the device key a measured axis shows
+        self.left_out = ""  # what a measured axis leaves out (other devices, runs without a latency)
+        self.plot_title = ""
 
     def compose(self) -> ComposeResult:
         yield Label("", id="compare-title", markup=False)
@@ -113,15 +130,11 @@ class CompareScreen(Screen[None]):
     def poll(self) -> None:
         """Re-read the runs (a live sweep): redraw when any shown number changed."""
         label, runs = self.live()  # type: ignore[misc]
-        if label != self.label or [(r.run_id, r.cells) for r in runs] != [(r.run_id, r.cells) for r in self.runs]:
+        if label != self.label or _shown(runs) != _shown(self.runs):
             self.label, self.runs = label, runs
             self.redraw()
 
     def redraw(self) -> None:
-        finished = sum(r.info.state == "finished" for r in self.runs)
-        running = len(self.runs) - finished
-        self.query_one("#compare-title", Label).update(
-            f"compare: {clean(self.label)} · {finished} finished" + (f", {running} running" if running else ""))
         table = self.query_one(DataTable)
         current = table.cursor_row
         table.clear()
@@ -135,28 +148,76 @@ class CompareScreen(Screen[None]):
             table.move_cursor(row=min(current, table.row_count - 1), animate=False)
         self.draw()
 
+    def _highlighted_key(self) -> str | None:
+        """The device key of the highlighted row's latency (None: no row, or no latency)."""
+        table = self.query_one(DataTable)
+        if not table.row_count:
+            return None
+        try:
+            run_id = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
+        except Exception:  # noqa: BLE001 -- a row removed between the event and now
+            return None
+        record = next((r for r in self.runs if r.run_id == run_id), None)
+        return device_key(record.status) if record is not None else None
+
+    def _measured_runs(self) -> tuple[list[RunRecord], str | None, str]:
+        """(the runs a measured axis plots, their device key, what was left out): finished runs with
+        a latency on one device key -- the highlighted row's, else the one most runs share."""
+        timed = [r for r in self.runs if r.info.state == "finished" and device_key(r.status)]
+        counts = device_keys(r.status for r in timed)
+        if not counts:
+            return [], None, ""
+        key = self._highlighted_key()
+        if key not in counts:
+            key = max(counts, key=lambda name: (counts[name], name))
+        shown = [r for r in timed if device_key(r.status) == key]
+        parts = []
+        if len(timed) > len(shown):
+            parts.append(f"{len(timed) - len(shown)} on {len(counts) - 1} other device(s)")
+        if len(self.runs) > len(timed):
+            parts.append(f"{len(self.runs) - len(timed)} without a latency")
+        left = f"{len(self.runs) - len(shown)} of {len(self.runs)} runs left out ({', '.join(parts)})" if parts else ""
+        return shown, key, left
+
+    def _title(self) -> str:
+        finished = sum(r.info.state == "finished" for r in self.runs)
+        running = len(self.runs) - finished
+        text = f"compare: {clean(self.label)} · {finished} finished" + (f", {running} running" if running else "")
+        if X_AXES[self.x_key].measured:
+            text += f" · measured on {clean(self.device)}" if self.device else " · no measured latency"
+            text += f" · {self.left_out}" if self.left_out else ""
+        return text
+
     def draw(self) -> None:
-        """Error against parameters (or mult-adds), one marker per method, log x, the Pareto front."""
+        """Error against the chosen axis, one marker per method, log x, the Pareto front."""
         plot = self.query_one(PlotextPlot)
         plt = plot.plt
         plt.clear_figure()
-        label = dict(X_AXES)[self.x_key]
-        plt.title(f"top-1 error vs {label}")
-        plt.xlabel(f"{label} (log)")
-        self.points = {}
-        for record in self.runs:
-            x, err = record.status.get(self.x_key), error_of(record)
-            if x and err is not None and math.isfinite(err) and x > 0:
+        axis: Axis = X_AXES[self.x_key]
+        runs, self.device, self.left_out = self._measured_runs() if axis.measured else (self.runs, None, "")
+        self.query_one("#compare-title", Label).update(self._title())
+        self.plot_title = f"top-1 error vs {axis.label}" + (
+            f" · {clean(self.device)}" if self.device else "") + (
+            f" · {len(self.runs) - len(runs)} left out" if axis.measured and len(runs) < len(self.runs) else "")
+        plt.title(self.plot_title)
+        plt.xlabel(f"{axis.label} (log{'' if axis.lower_is_better else ', higher is better'})")
+        self.points, self.front = {}, []
+        for record in runs:
+            x, err = record.status.get(axis.run_key), error_of(record)
+            if isinstance(x, (int, float)) and err is not None and math.isfinite(err) and math.isfinite(x) and x > 0:
                 self.points.setdefault(clean(record.info.method or "?"), []).append(
                     (float(x), float(err), record.info.state != "finished"))  # plotext prints labels raw
         if not self.points:
-            plt.text("no errors measured yet", 0.5, 0.5, alignment="center")
+            empty = ("no measured latency here: sweeps record one (bench.after_run)" if axis.measured and not runs
+                     else "no errors measured yet")
+            plt.text(empty, 0.5, 0.5, alignment="center")
             plt.xlim(0, 1)
             plt.ylim(0, 1)
             plot.refresh()
             return
         every = [(x, y) for pts in self.points.values() for x, y, _ in pts]
-        self.front = pareto_front((x, y) for pts in self.points.values() for x, y, running in pts if not running)
+        self.front = pareto_front(((x, y) for pts in self.points.values() for x, y, running in pts if not running),
+                                  higher_is_better=not axis.lower_is_better)
         if len(self.front) > 1:
             plt.plot([math.log10(x) for x, _ in self.front], [y for _, y in self.front], label="Pareto front",
                      marker="braille", color="gray")
@@ -180,8 +241,19 @@ class CompareScreen(Screen[None]):
     def on_resize(self) -> None:
         self.draw()
 
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        """On a measured axis, another row may name another device: plot that one's runs."""
+        if X_AXES[self.x_key].measured and len(device_keys(r.status for r in self.runs)) > 1:
+            self.draw()
+
     def action_switch_x(self) -> None:
+        """Parameters <-> mult-adds (from a measured axis: parameters)."""
         self.x_key = "macs" if self.x_key == "params" else "params"
+        self.draw()
+
+    def action_switch_latency(self) -> None:
+        """Measured latency at batch 1 <-> throughput (from parameters or mult-adds: latency)."""
+        self.x_key = "throughput" if self.x_key == "latency" else "latency"
         self.draw()
 
     def action_close(self) -> None:

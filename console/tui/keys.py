@@ -30,5 +30,8 @@ KEYS: tuple[tuple[str, str, str], ...] = (
 NOTES = (
     "Selected runs (space, a) are overlaid in the curves and are what x, r and c act on.",
     "Curves: train (solid) and validation (dotted) loss and top-1 error, per epoch.",
+    "Compare view (c): m switches the x axis between parameters and mult-adds, L between measured latency "
+    "(batch 1) and throughput: only runs with a latency, of the highlighted row's device, the title says what "
+    "was left out.",
     "Runs live in $LOWRANK_HOME/runs/ (lowrank-console --home PATH to look elsewhere).",
 )

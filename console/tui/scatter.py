@@ -1,10 +1,15 @@
 """Pure helpers of the console's error-vs-cost scatter: round axis ticks on a log axis, a marker
-per method that differs without colour, and the Pareto front (no Textual, no plotext: testable)."""
+per method that differs without colour, and the Pareto front (no Textual, no plotext: testable).
+
+The Pareto front is :func:`console.compare.pareto_front`, the one ``compare show`` draws
+(``higher_is_better`` for throughput); it is re-exported here."""
 
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from typing import Sequence
+
+from console.compare import pareto_front  # noqa: F401  (re-exported: the compare view's front)
 
 from .format import count
 
@@ -80,19 +85,6 @@ def linear_ticks(low: float, high: float, most: int = 5) -> list[float]:
 def tick_label(value: float) -> str:
     """``1200000`` -> ``1.2M``, ``6.5`` -> ``6.5``."""
     return count(value) if abs(value) >= 1000 else f"{value:g}"
-
-
-def pareto_front(points: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
-    """The points no other point beats on both cost (x) and error (y), by increasing cost:
-    each one has a lower error than every cheaper point."""
-    front: list[tuple[float, float]] = []
-    for x, y in sorted(points):
-        if not front or y < front[-1][1]:
-            if front and front[-1][0] == x:
-                front[-1] = (x, y)
-            else:
-                front.append((x, y))
-    return front
 
 
 def headroom(ys: Sequence[float], legend_rows: int, plot_rows: int) -> tuple[float, float]:

@@ -40,12 +40,19 @@ def device_keys(records: Iterable[Mapping[str, Any]]) -> dict[str, int]:
 
 def pick_device(records: Iterable[Mapping[str, Any]], wanted: str | None = None) -> tuple[str | None, str | None]:
     """(the one device key the records' latencies share, None) or (None, the reason they cannot go on
-    one axis). ``wanted`` (a part of a key) picks among several."""
-    counts = device_keys(records)
+    one axis). ``wanted`` (a part of a key, or a whole one) picks among several."""
+    return pick_key(device_keys(records), wanted)
+
+
+def pick_key(counts: Mapping[str, int], wanted: str | None = None) -> tuple[str | None, str | None]:
+    """:func:`pick_device` on counts already made (device key -> how many records carry it), e.g.
+    summed over a sweep's groups."""
     if not counts:
         return None, "no run has a measured latency (bench.after_run was off for them)"
     if wanted:
         matching = [key for key in counts if wanted.lower() in key.lower()]
+        exact = [key for key in matching if key.lower() == wanted.strip().lower()]
+        matching = exact or matching  # a whole key picks it even where it is also part of a longer one
         if len(matching) == 1:
             return matching[0], None
         known = "; ".join(f"{key} ({count} runs)" for key, count in counts.items())
