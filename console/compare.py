@@ -290,8 +290,10 @@ def plan_sweep(preset: str | Path, methods: Sequence[str], budgets: Sequence[flo
     grid = {key: list(values) for key, values in (grid or {}).items()}
     _check_size(grid, names, with_hp, budget_list, seeds)
     points = grid_points(grid)
+    from lowrank.extras import check_config
+
     for point in points:  # every grid point must be a valid config: the error names the key and value
-        load(preset, [*overrides, *(f"{key}={value}" for key, value in point.items())])
+        check_config(load(preset, [*overrides, *(f"{key}={value}" for key, value in point.items())]))
     base = load(preset, overrides)  # the preset itself must be valid: errors name its file and key
     seed_list = _seed_list(seeds, base.train.seed)
     num_classes, input_shape = dataset_shape(base.data)
@@ -969,14 +971,13 @@ def save_png(summary: Sequence[Mapping[str, Any]], path: str | Path, *, metric: 
     Pareto front (needs the optional matplotlib extra). Nothing is written when it is refused."""
     axes = parse_axes(x)
     key = plot_device(summary, x, device)  # before anything is drawn: a refused plot leaves no file
-    try:
-        import matplotlib
+    from lowrank.extras import require
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as pyplot
-    except ImportError:
-        raise UserError("--png needs matplotlib, which is not installed", key="--png",
-                        hint="pip install 'lowrank[plot]'") from None
+    require("plot", "--png", "--png")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as pyplot
     plotted = [(axis, plot_series(summary, axis, metric=metric, device=key)) for axis in axes]
     if not any(series for _, series in plotted):
         raise UserError(f"nothing to plot: no run of this sweep has a {metric} yet", key="--png",

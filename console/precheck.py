@@ -74,18 +74,21 @@ def _check_gpus(config, req: dict[str, Any], facts: dict[str, Any]) -> None:
                         hint="ask for fewer GPUs (--gpus N), or --cpu")
 
 
-def _check_parallel(config, req: dict[str, Any], facts: dict[str, Any]) -> None:
-    """A data-parallel run (``resources.nproc`` > 1): the global batch splits over the ranks, the
-    config is one the ranks can train, and on a GPU host (not ``--cpu``) there is a GPU per rank."""
-    nproc = config.resources.nproc
-    if nproc <= 1:
+def _check_parallel(config, req: dict[str, Any], facts: dict[str, Any], nnodes: int = 1) -> None:
+    """A data-parallel run (``resources.nproc`` ranks on each of ``nnodes`` nodes: a Slurm job's
+    ``slurm.nodes``, or the machines of ``lowrank run --nnodes``): the global batch splits over all
+    the ranks, the config is one the ranks can train, and on a GPU host (not ``--cpu``) there is a
+    GPU per rank of this node."""
+    nproc, nodes = config.resources.nproc, nnodes
+    if nproc * nodes <= 1:
         return
     from lowrank.train.parallel import check_config
 
-    nodes = config.slurm.nodes if config.resources.backend == "slurm" else 1
     check_config(config, nproc * nodes)
     facts["world_size"] = nproc * nodes
-    if req.get("gpus") == 0 or config.train.device == "cpu" or config.resources.backend != LOCAL_BACKEND:
+    if nodes > 1:
+        facts["nodes"] = nodes
+    if nproc <= 1 or req.get("gpus") == 0 or config.train.device == "cpu" or config.resources.backend != LOCAL_BACKEND:
         return
     from console.gpus import read_gpus
 
@@ -145,23 +148,35 @@ def _check_teacher(config, req: dict[str, Any], facts: dict[str, Any], home: Pat
     facts["teacher"] = str(path)
 
 
+def _check_extras(config, req: dict[str, Any], facts: dict[str, Any]) -> None:
+    """Every optional feature the config turns on has its extra installed here (``log.tensorboard``
+    needs the tensorboard extra): one line naming the key and the install line, not a worker that
+    fails after its run directory exists. Checked on this host for every backend (the worker runs
+    this same environment, on a Slurm node too)."""
+    from lowrank.extras import check_config
+
+    check_config(config)
+
+
 # cheap checks first; each raises a UserError naming file/key/hint
-CHECKS: tuple[Callable[..., None], ...] = (_check_requirement, _check_parallel, _check_device, _check_gpus,
+CHECKS: tuple[Callable[..., None], ...] = (_check_extras, _check_requirement, _check_parallel, _check_device, _check_gpus,
                                           _check_data, _check_network, _check_teacher)
 
 
 def precheck(config, *, gpus: int | None = None, gpu: Sequence[int] | None = None, cpu: bool = False,
              home: Path | None = None, backend: str = LOCAL_BACKEND, source: str | Path | None = None,
-             overrides: Sequence[str] = (), network: bool = True) -> dict[str, Any]:
+             overrides: Sequence[str] = (), network: bool = True, nnodes: int = 1) -> dict[str, Any]:
     """Run every up-front check on a validated ``config`` placed as the CLI flags say; the facts found.
 
     ``backend`` other than local skips the host checks (device, GPUs, data files): the run
     goes to another machine, whose CUDA, GPUs and disks this host cannot see. ``source``
     and ``overrides`` (the preset and its ``--set`` list) let an error name the file to edit.
     ``network=False`` skips the budget check (``lowrank compare`` solves each run's budget itself).
+    ``nnodes``: the machines of a run started by hand on several (``lowrank run --nnodes``).
     """
     try:
-        return _precheck(config, gpus=gpus, gpu=gpu, cpu=cpu, home=home, backend=backend, network=network)
+        return _precheck(config, gpus=gpus, gpu=gpu, cpu=cpu, home=home, backend=backend, network=network,
+                         nnodes=nnodes)
     except UserError as error:
         if error.file is None and error.key and not error.key.startswith("--"):
             keys = [text.partition("=")[0].strip() for text in overrides]
@@ -173,7 +188,7 @@ def precheck(config, *, gpus: int | None = None, gpu: Sequence[int] | None = Non
 
 
 def _precheck(config, *, gpus: int | None, gpu: Sequence[int] | None, cpu: bool, home: Path | None,
-              backend: str, network: bool) -> dict[str, Any]:
+              backend: str, network: bool, nnodes: int = 1) -> dict[str, Any]:
     from console.scheduler import requirement_from_cli
 
     if cpu and (gpus or gpu):
@@ -191,6 +206,8 @@ def _precheck(config, *, gpus: int | None, gpu: Sequence[int] | None, cpu: bool,
             continue
         if check is _check_teacher:
             check(config, req, facts, home)
+        elif check is _check_parallel:  # a Slurm job's nodes are its slurm.nodes
+            check(config, req, facts, config.slurm.nodes if backend == "slurm" else nnodes)
         else:
             check(config, req, facts)
     return facts

@@ -164,6 +164,10 @@ def register(app: typer.Typer) -> None:
         if as_json and as_csv:
             raise UserError("give one of --json and --csv", key="--csv")
         axes = compare.parse_axes(x)
+        if png is not None:  # its extra before the sweep is read or anything drawn
+            from lowrank.extras import require
+
+            require("plot", "--png", "--png")
         _show(compare.resolve_sweep(sweep), as_json=as_json, as_csv=as_csv, png=png, metric=metric,
               plots=not no_plot, x=[axis.name for axis in axes], latency_on=latency_on)
 

@@ -126,7 +126,10 @@ def _print_report(facts: dict) -> None:
 
 def _tensorboard(runs: list[str]) -> None:
     """Write RUN_DIR/tensorboard/ for each run from its metrics; then tensorboard --logdir $LOWRANK_HOME/runs."""
+    from lowrank.extras import require
     from lowrank.tensorboard import export_run
+
+    require("tensorboard", "export tensorboard", "TensorBoard event files")  # before any run's folder exists
 
     from console.run_ids import resolve_in
     from console.runs import RunStore

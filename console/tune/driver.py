@@ -63,6 +63,7 @@ def plan_study(preset: str | Path, *, space: Sequence[str], trials: int, overrid
                home: Path | None = None, precheck_placement: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Validate a study and return its manifest; a bad input is one UserError and nothing is created."""
     from lowrank.config import load
+    from lowrank.extras import check_config, check_storage_url
 
     home = Path(home or lowrank_home()).resolve()
     if trials < 1:
@@ -77,7 +78,9 @@ def plan_study(preset: str | Path, *, space: Sequence[str], trials: int, overrid
     check_backend(backend)
     fixed = [*overrides, *_budget_overrides(method, budget)]
     base = load(preset, fixed)  # the preset and overrides themselves: errors name the file and key
-    check_space(params, lambda extra: _load_space(preset, fixed, extra, params))
+    check_space(params, lambda extra: check_config(_load_space(preset, fixed, extra, params)))
+    if storage:
+        check_storage_url(storage)  # its database driver is installed: before the study exists
     searched = {param.key for param in params}
     if method and any(key.startswith("substitute.method") for key in searched):
         raise UserError("--method fixes substitute.method; do not also search it", key="--space")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import importlib.util
 import io
 import linecache
 import logging
@@ -39,12 +38,11 @@ import torch
 import torch.nn as nn
 
 from ..errors import UserError
+from ..extras import missing, require
 from ..rundir import file_mode
 
 FORMATS = ("onnx", "pt2")
 SUFFIX = {"onnx": ".onnx", "pt2": ".pt2"}
-ONNX_PACKAGES = ("onnx", "onnxruntime", "onnxscript", "onnx_ir")  # the `export` extra
-INSTALL_HINT = "pip install 'lowrank[export]'"
 # The exported file must compute what eager does: max |exported - eager| over the check batch,
 # relative to max(1, max |eager|) so deep networks with large logits are judged alike (fp32).
 TOLERANCE = 1e-4
@@ -57,20 +55,16 @@ class ExportRefused(UserError):
 
 
 def missing_packages(fmt: str) -> list[str]:
-    """The packages ``fmt`` needs that are not installed (empty: ready)."""
-    if fmt != "onnx":
-        return []
-    return [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
+    """The packages ``fmt`` needs that are not installed (empty: ready): onnx needs the export extra."""
+    return missing("export") if fmt == "onnx" else []
 
 
 def require_format(fmt: str, key: str = "--format") -> None:
     """Refuse an unknown format or one whose extra is not installed, before anything is written."""
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}", key=key, hint=f"one of: {', '.join(FORMATS)}")
-    missing = missing_packages(fmt)
-    if missing:
-        raise UserError(f"{fmt} export needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
-                        f"not installed", key=key, hint=INSTALL_HINT)
+    if fmt == "onnx":
+        require("export", key, f"{fmt} export")
 
 
 @contextlib.contextmanager
