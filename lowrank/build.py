@@ -47,7 +47,7 @@ def build_network(config: ExperimentConfig, num_classes: int, input_shape: tuple
     method's hyperparameter by the exact-count solver before substitution. Every count is of the
     deployable network; the model's training-only modules are reported apart.
     """
-    from .budget import solve_budget
+    from .budget import check_achieved, solve_budget
     from .count import count_model
     from .models import create_model
     from .substitute import substitute
@@ -62,19 +62,22 @@ def build_network(config: ExperimentConfig, num_classes: int, input_shape: tuple
         dense = make_dense()  # on meta: counted here, then read (not modified) by the solver
         dense_count = count_model(dense, input_shape)
 
-    hp, target, gap = sub.hp, None, None
+    hp, target, gap, solved = sub.hp, None, None, None
     if sub.budget is not None or sub.budget_params is not None:
-        with torch.device("meta"), ShapesOnly():
+        with torch.device("meta"), ShapesOnly():  # checked below, on the network substituted anyway
             solved = solve_budget(dense, sub.method, target_params=sub.budget_params,
-                                  target_fraction=sub.budget, options=sub.options, skip=sub.skip)
+                                  target_fraction=sub.budget, options=sub.options, skip=sub.skip, check=False)
         hp, target, gap = solved.hp, solved.target, solved.gap
 
     torch_device = torch.device(device)
     with ShapesOnly():  # acts on meta tensors only: a real model is initialised as always
-        model = make_dense()
+        # on meta the counted dense network itself is substituted (the solver only read it): one build, not two
+        model = dense if torch_device.type == "meta" else make_dense()
         report = substitute(model, sub.method, hp, options=sub.options, skip=sub.skip)
     model = model.to(torch_device)
     counted = count_model(model, input_shape)
+    if solved is not None:
+        check_achieved(sub.method, hp, solved.achieved, counted.params)
     return BuiltNetwork(model=model, method=sub.method, hp=hp, params=counted.params, macs=counted.macs,
                         dense_params=dense_count.params, dense_macs=dense_count.macs,
                         budget_target=target, budget_gap=gap,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -147,3 +148,25 @@ def test_large_networks_solve(method):
                            (torchvision.models.wide_resnet50_2, (3, 224, 224))):
         result = solve_budget(factory, method, target_fraction=0.1, input_shape=shape)
         assert abs(result.gap) < 0.01 and result.macs > 0
+
+
+@pytest.mark.parametrize("device", ["meta", "cpu"])
+def test_a_method_whose_params_lie_is_caught_by_solver_and_build(monkeypatch, device):
+    """The analytic count is checked against the substituted layers: by solve_budget itself, and by
+    build_network, which skips the solver's own substitution and checks the network it builds."""
+    from lowrank.build import build_network
+    from lowrank.config import load
+
+    tt = get_method("tt")
+    liar = dataclasses.replace(tt, name="tt_liar", params=lambda spec, hp, **o: tt.params(spec, hp, **o) - 1)
+    monkeypatch.setitem(method_registry._REGISTRY._entries, "tt_liar", liar)
+    factory, _ = NETWORKS["tiny_convnet_64"]
+    with pytest.raises(RuntimeError, match="its params\\(\\) disagrees with build\\(\\)"):
+        solve_budget(factory, "tt_liar", target_fraction=0.1)
+    config = load(Path(__file__).resolve().parents[2] / "presets" / "quickstart.yaml", ["substitute.method=tt", "substitute.budget=0.1",
+                                                "substitute.hp=null", "substitute.options={}"])
+    config.substitute.method = "tt_liar"  # past the schema's registry check: the build path is what is tested
+    with pytest.raises(RuntimeError, match="disagrees with build"):
+        build_network(config, 10, (1, 8, 8), device=device)
+    config.substitute.method = "tt"
+    assert build_network(config, 10, (1, 8, 8), device=device).params > 0
