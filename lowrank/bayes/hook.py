@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,9 +20,9 @@ import torch.nn as nn
 from ..errors import UserError
 from .convert import bayes_layers, convert
 from .objective import BayesObjective
-from .precision import compression
+from .precision import FloatFormat, compression
 from .prune import (Kept, NotAChain, apply_masks, call_order, export_pruned, group_masks, kept_units,
-                    layer_thresholds)
+                    layer_thresholds, rounded)
 from .report import (MATCH_TOLERANCE, PRUNED_FILE, REPORT_FILE, baseline_error, layer_table, max_output_gap,
                      save_pruned, write_report)
 
@@ -129,6 +130,9 @@ class BayesRun:
                evaluate: Callable[[nn.Module], dict[str, float]], test_loader, move: Callable) -> dict[str, Any]:
         """Evaluate the unmasked, masked, pruned and quantised models; write pruned.pt and bayes.json.
 
+        quantised_test_err1 rounds the pruned weights to the float format of their bit widths
+        (quantised_format says which), quantised_grid_test_err1 to the tutorial's grid of step 2^-s.
+
         Leaves ``model`` masked: the loop's final test then measures the masked model (test_err1)."""
         unmasked = evaluate(self.model)
         masks, kept, chain_problem = self.kept()
@@ -144,19 +148,26 @@ class BayesRun:
             except RuntimeError as error:
                 chain_problem = f"the pruned model does not run ({str(error).splitlines()[0]})"
         if chain_problem is None:
-            quantised = export_pruned(self.model, kept, bits=comp.significand)
+            # the float format the bit widths describe (the paper), and the tutorial's absolute grid
+            quantised = export_pruned(self.model, kept, {name: f.round for name, f in comp.formats.items()})
+            grid = export_pruned(self.model, kept,
+                                 {name: partial(rounded, bits=s) for name, s in comp.significand.items()})
             save_pruned(run_dir / PRUNED_FILE, pruned, kept, config)
             facts.update(pruned_test_err1=evaluate(pruned)["err1"], quantised_test_err1=evaluate(quantised)["err1"],
+                         quantised_grid_test_err1=evaluate(grid)["err1"], quantised_format=comp.describe(),
                          pruned_max_abs_diff=gap, pruned_matches_masked=gap <= MATCH_TOLERANCE)
         else:
-            facts.update(pruned_test_err1=None, quantised_test_err1=None, pruned_max_abs_diff=None,
-                         pruned_matches_masked=None, pruned_problem=chain_problem)
+            facts.update(pruned_test_err1=None, quantised_test_err1=None, quantised_grid_test_err1=None,
+                         quantised_format=None, pruned_max_abs_diff=None, pruned_matches_masked=None,
+                         pruned_problem=chain_problem)
         baseline, baseline_id = baseline_error(home, self.settings.baseline, seed)
         facts.update(compression_architecture=_finite(comp.architecture),
                      compression_precision=_finite(comp.precision),
                      bayes_dense_weights=comp.dense_weights, bayes_kept_weights=comp.kept_weights,
                      dense_baseline_err1=baseline, dense_baseline_run=baseline_id or self.settings.baseline)
-        report = {**facts, "exponent_bits": comp.exponent,
+        exponent_range = FloatFormat.fitted(0, comp.exponent, comp.largest)
+        report = {**facts, "exponent_bits": comp.exponent, "largest_weight": comp.largest,
+                  "exponent_range": [exponent_range.emin, exponent_range.emax],
                   "layers": layer_table(kept, masks, self.thresholds, comp),
                   "settings": self.settings.model_dump(mode="json"),
                   "training_examples": self.examples}

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -172,14 +173,17 @@ def rounded(weight: torch.Tensor, bits: int | None) -> torch.Tensor:
 
 
 @torch.no_grad()
-def export_pruned(model: nn.Module, kept: list[Kept], bits: dict[str, int] | None = None) -> nn.Module:
+def export_pruned(model: nn.Module, kept: list[Kept],
+                  rounding: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None) -> nn.Module:
     """A copy of ``model`` whose Bayesian layers are plain nn.Linear / nn.Conv2d with only the kept
-    units, weights the (masked) posterior means, optionally rounded to ``bits`` per layer."""
+    units, weights the (masked) posterior means, optionally passed through ``rounding[layer]`` (the
+    weights only, not the biases: the factors count weights)."""
     pruned = copy.deepcopy(model)
     for row in kept:
         layer = row.layer
         weight = layer.mean_weight()[row.keep_out][:, row.keep_in]
-        weight = rounded(weight, (bits or {}).get(row.name))
+        round_weight = (rounding or {}).get(row.name)
+        weight = weight if round_weight is None else round_weight(weight)
         if isinstance(layer, BayesLinear):
             bias = None if layer.bias_mu is None else layer.bias_mu[row.keep_out]
             plain = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)

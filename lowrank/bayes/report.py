@@ -2,7 +2,9 @@
 
 Evaluated, not estimated: the posterior-mean model before masking, the masked model (the run's
 ``test_err1``), the physically pruned plain model (``pruned.pt``; it must agree with the masked
-one, checked output by output), and the pruned model with weights rounded to their bit widths.
+one, checked output by output), and the pruned model with weights rounded to their bit widths:
+to the float format they describe (``quantised_test_err1``, the paper's) and to the tutorial's
+absolute grid of step 2^-s (``quantised_grid_test_err1``); see :mod:`lowrank.bayes.precision`.
 Everything goes to ``bayes.json`` in the run directory (written atomically).
 """
 
