@@ -26,6 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .dct import plain_tensors
+
 PATHS = ("auto", "collapse", "fast")
 # A GEMM mult-add runs several times faster than an FFT-path mult-add in PyTorch (one BLAS call
 # against a dozen small kernels per layer); used only to pick between equivalent paths.
@@ -91,7 +93,7 @@ class CollapsedCache:
     def get(self, module: nn.Module, build: Callable[[], torch.Tensor], key: tuple) -> torch.Tensor:
         """``build()`` under no_grad, reused while ``key`` (:meth:`key`) is unchanged."""
         if key != self._key or self._matrix is None:
-            with torch.no_grad():
+            with plain_tensors():  # not an inference tensor, whatever mode the first eval call ran in
                 self._matrix = build()
             self._key = key
         return self._matrix

@@ -14,11 +14,23 @@ Cost convention for mult-add counts (:func:`dct_macs`): one length-N DCT (or inv
 
 from __future__ import annotations
 
+import contextlib
 import math
+from typing import Iterator
 
 import torch
 
 _CACHE: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+
+@contextlib.contextmanager
+def plain_tensors() -> Iterator[None]:
+    """Tensors kept for later calls are made outside inference mode and without autograd: one made
+    under ``torch.inference_mode()`` (a latency measurement, ``bench.after_run``) is an inference
+    tensor, and every later training forward that used it failed ("Inference tensors cannot be
+    saved for backward")."""
+    with torch.inference_mode(False), torch.no_grad():
+        yield
 _MATRICES: dict[tuple, torch.Tensor] = {}
 
 
@@ -30,7 +42,8 @@ def _tables(n: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Ten
         return _make_tables(n, device, dtype)
     key = (n, str(device), dtype)
     if key not in _CACHE:
-        _CACHE[key] = _make_tables(n, device, dtype)
+        with plain_tensors():
+            _CACHE[key] = _make_tables(n, device, dtype)
     return _CACHE[key]
 
 
@@ -116,7 +129,8 @@ def _spectral_tables(n: int, device: torch.device, dtype: torch.dtype) -> tuple[
         return _make_spectral_tables(n, device, dtype)
     key = (n, str(device), dtype)
     if key not in _SPECTRAL:
-        _SPECTRAL[key] = _make_spectral_tables(n, device, dtype)
+        with plain_tensors():
+            _SPECTRAL[key] = _make_spectral_tables(n, device, dtype)
     return _SPECTRAL[key]
 
 
@@ -144,7 +158,8 @@ def cached_dct_matrix(n: int, device: torch.device, dtype: torch.dtype) -> torch
         return dct_matrix(n).to(device=device, dtype=dtype)
     key = ("matrix", n, str(device), dtype)
     if key not in _MATRICES:
-        _MATRICES[key] = dct_matrix(n).to(device=device, dtype=dtype)
+        with plain_tensors():
+            _MATRICES[key] = dct_matrix(n).to(device=device, dtype=dtype)
     return _MATRICES[key]
 
 

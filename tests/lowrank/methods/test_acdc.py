@@ -198,3 +198,28 @@ def test_fast_path_equals_the_layer_by_layer_definition(shuffle, n, layers):
         if stack.perm is not None and layer < layers - 1:
             z = z.index_select(-1, stack.perm)
     assert torch.allclose(stack.transform(x), z, atol=1e-12)
+
+
+@pytest.mark.parametrize("n", [48, 64])
+def test_tables_and_matrices_first_made_in_inference_mode_still_train(n):
+    """A latency measurement (torch.inference_mode) that first built the DCT tables or the collapsed
+    matrix left inference tensors in the caches: every later training step failed with "Inference
+    tensors cannot be saved for backward" (the deploy tests ran before the method tests)."""
+    from lowrank.methods import dct as dct_module
+    from lowrank.methods.acdc import StackedACDCLinear
+
+    for cache in (dct_module._CACHE, dct_module._SPECTRAL, dct_module._MATRICES):
+        for key in [key for key in cache if n in key]:
+            del cache[key]
+    layer = StackedACDCLinear(n, n, 3, path="fast")
+    collapsed = StackedACDCLinear(n, n, 2, path="collapse").eval()
+    x = torch.randn(4, n)
+    with torch.inference_mode():
+        layer.eval()(x)
+        collapsed(x)
+        dct_module.cached_dct_matrix(n, x.device, x.dtype)
+    layer.train()(x).square().sum().backward()
+    assert layer.a.grad is not None and torch.isfinite(layer.a.grad).all()
+    collapsed(x).square().sum().backward()  # eval with autograd on: the cached matrix, rebuilt in backward
+    assert collapsed.d.grad is not None
+    assert (x.requires_grad_() @ dct_module.cached_dct_matrix(n, x.device, x.dtype)).sum().backward() is None
