@@ -43,6 +43,12 @@ _BINARY = frozenset({
 })
 
 
+# comparisons (a mask such as ``partner != 0`` in the ACDC spectrum): a bool tensor of the broadcast shape
+_COMPARE = frozenset({
+    torch.Tensor.eq, torch.Tensor.ne, torch.Tensor.lt, torch.Tensor.le, torch.Tensor.gt, torch.Tensor.ge,
+    torch.eq, torch.ne, torch.lt, torch.le, torch.gt, torch.ge,
+})
+
 _ADAPTIVE_POOL = frozenset({F.adaptive_avg_pool2d, F.adaptive_max_pool2d})
 
 
@@ -82,8 +88,8 @@ _POOL_ARGS = {  # positional parameters after the input, as each function names 
     F.avg_pool2d: ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"),
 }
 _RANDOM_FACTORIES = frozenset({torch.randn, torch.rand})  # on meta: an empty tensor of the size
-_HANDLED = _IN_PLACE | _SAME_SHAPE | _ADAPTIVE_POOL | _BINARY | set(_POOL_ARGS) | _RANDOM_FACTORIES | \
-    {torch.conv2d, F.linear, torch.cat}
+_HANDLED = _IN_PLACE | _SAME_SHAPE | _ADAPTIVE_POOL | _BINARY | _COMPARE | set(_POOL_ARGS) | _RANDOM_FACTORIES | \
+    {torch.conv2d, F.linear, torch.cat, torch.stack}
 
 
 def _random_on_meta(func, args, kwargs):
@@ -128,6 +134,20 @@ def _cat(func, args, kwargs):
     return tensors[0].new_empty(shape)
 
 
+def _stack(func, args, kwargs):
+    """``torch.stack`` of meta tensors of one shape and dtype: a new axis of their number at ``dim``."""
+    tensors = list(args[0] if args else kwargs["tensors"])
+    dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+    if (not tensors or any(not _on_meta(t) for t in tensors) or len({tuple(t.shape) for t in tensors}) != 1
+            or len({t.dtype for t in tensors}) != 1 or not isinstance(dim, int) or set(kwargs) - {"tensors", "dim"}):
+        return func(*args, **kwargs)  # mismatched shapes or a form not handled here: torch's own answer
+    shape = list(tensors[0].shape)
+    if not -len(shape) - 1 <= dim <= len(shape):
+        return func(*args, **kwargs)  # let torch say why
+    shape.insert(dim % (len(shape) + 1), len(tensors))
+    return tensors[0].new_empty(shape)
+
+
 def x_is_4d(value: torch.Tensor) -> bool:
     """A batched image tensor (N, C, H, W): the conv shape rule below is written for it."""
     return value.dim() == 4
@@ -146,6 +166,8 @@ class ShapesOnly(TorchFunctionMode):
             return func(*args, **kwargs)
         if func is torch.cat:
             return _cat(func, args, kwargs)
+        if func is torch.stack:
+            return _stack(func, args, kwargs)
         if func in _RANDOM_FACTORIES:
             return _random_on_meta(func, args, kwargs)
         # the tensor acted on: the first argument, or a keyword (torch.nn.init passes tensor=...)
@@ -170,11 +192,11 @@ class ShapesOnly(TorchFunctionMode):
             if func is F.linear:
                 weight = args[1] if len(args) > 1 else kwargs["weight"]
                 return first.new_empty((*first.shape[:-1], weight.shape[0]))
-            if func in _BINARY and len(args) >= 2 and not kwargs:
+            if func in _BINARY | _COMPARE and len(args) >= 2 and not kwargs:
                 other = args[1]
-                if not isinstance(other, torch.Tensor):
-                    return first.new_empty(first.shape, dtype=torch.result_type(first, other))
-                shape = _broadcast(first.shape, other.shape) if _on_meta(other) else None
+                shape = first.shape if not isinstance(other, torch.Tensor) else \
+                    _broadcast(first.shape, other.shape) if _on_meta(other) else None
                 if shape is not None:
-                    return first.new_empty(shape, dtype=torch.result_type(first, other))
+                    dtype = torch.bool if func in _COMPARE else torch.result_type(first, other)
+                    return first.new_empty(shape, dtype=dtype)
         return func(*args, **kwargs)

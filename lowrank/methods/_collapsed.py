@@ -181,6 +181,9 @@ class CollapsibleLinear(nn.Module):
     # -- the two paths ----------------------------------------------------------------------------
     def fast(self, x: torch.Tensor) -> torch.Tensor:
         """The transform path without bias: zero-pad to N, transform, keep the first out_features."""
+        if x.is_meta:  # counting and the budget solve: the shape alone (the FFTs' Python meta kernels
+            # would import torch._dynamo on first use, a one-off second of a meta count)
+            return x.new_empty((*x.shape[:-1], self.out_features))
         # torch.fft needs float32/64 for non-power-of-two sizes (half inputs arrive under autocast)
         z = x if x.dtype in (torch.float32, torch.float64) else x.float()
         if self.n > self.in_features:
@@ -189,6 +192,9 @@ class CollapsibleLinear(nn.Module):
 
     def matrix(self) -> torch.Tensor:
         """The effective (in_features, out_features) matrix W, so that the stack is x @ W (+ bias)."""
+        p = next(self.parameters())
+        if p.is_meta:  # shape only, as in :meth:`fast`
+            return p.new_empty((self.in_features, self.out_features))
         return self.transform(self.basis())[:, :self.out_features]
 
     def basis(self) -> torch.Tensor:
