@@ -37,7 +37,15 @@ def _forward_backward(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
 
 def _timed_rows(rows: list[dict], modules: list[nn.Module], x: torch.Tensor, repeat: int,
                 progress: Callable[[str], None] | None = None) -> list[dict]:
-    """Fill fwd/fwd+bwd median ms, their IQR and the ratios to the first row into ``rows``."""
+    """Fill fwd/fwd+bwd median ms, their IQR and the ratios to the first row into ``rows``.
+
+    With the worker's malloc settings (:mod:`lowrank.train.allocator`, as ``bench model``): with
+    glibc's defaults each 2 MB intermediate of an FFT layer is mmapped and page-faulted in on every
+    call, which doubled the ACDC fast path at N = 4096 (2.0 ms against 0.9 ms) and timed the
+    kernel's page faults, not the layer."""
+    from ..train.allocator import tune_cpu_allocator
+
+    malloc = tune_cpu_allocator()["malloc"]
     fwd = time_round_robin([_forward(m, x) for m in modules], x.device, repeat)
     if progress:
         progress("fwd")
@@ -47,7 +55,8 @@ def _timed_rows(rows: list[dict], modules: list[nn.Module], x: torch.Tensor, rep
     for row, module, f, fb in zip(rows, modules, fwd, fwd_bwd):
         row.update(params=sum(p.numel() for p in module.parameters()), fwd_ms=f.median_ms, fwd_iqr_ms=f.iqr_ms,
                    fwdbwd_ms=fb.median_ms, fwdbwd_iqr_ms=fb.iqr_ms, rounds=f.rounds,
-                   fwd_ratio=f.median_ms / fwd[0].median_ms, fwdbwd_ratio=fb.median_ms / fwd_bwd[0].median_ms)
+                   fwd_ratio=f.median_ms / fwd[0].median_ms, fwdbwd_ratio=fb.median_ms / fwd_bwd[0].median_ms,
+                   malloc=malloc)
     return rows
 
 

@@ -39,7 +39,7 @@ import torch.nn as nn
 
 from ._collapsed import CollapsibleLinear, chain_product, declared_per_position
 from ._common import SeparableConv, depthwise_macs, depthwise_params, pointwise_hw, require_plain
-from .dct import cached_dct_matrix, dct, dct_macs, idct, makhoul_order, scale_in_dct_domain
+from .dct import cached_dct_matrix, dct, dct_macs, from_makhoul, idct, makhoul_order, scale_in_dct_domain, to_makhoul
 from .registry import ConvSpec, HyperParam, Method, register_method
 
 HP = HyperParam("layers", int, low=1, high=64, default=12, direction=1,
@@ -179,11 +179,11 @@ class StackedACDCLinear(CollapsibleLinear):
         """:meth:`transform` via :func:`scale_in_dct_domain` per layer, the reorderings between layers
         (idct's output order, the shuffle, the next dct's input order) composed into one gather."""
         perm, inverse = makhoul_order(self.n, z.device)
-        v = z.index_select(-1, perm) * self.a[0].index_select(0, perm)
+        v = to_makhoul(z) * self.a[0].index_select(0, perm)
         for layer in range(self.layers):
             w = scale_in_dct_domain(v, self.d[layer])
             if layer == self.layers - 1:
-                return w.index_select(-1, inverse)
+                return from_makhoul(w)
             # next input: ((w[inverse])[shuffle] * a)[perm] = w[inverse[shuffle[perm]]] * a[perm]
             between = inverse if self.perm is None else inverse.index_select(0, self.perm)
             v = w.index_select(-1, between.index_select(0, perm)) * self.a[layer + 1].index_select(0, perm)

@@ -69,9 +69,9 @@ def _make_tables(n: int, device: torch.device, dtype: torch.dtype) -> tuple[torc
 def dct(x: torch.Tensor) -> torch.Tensor:
     """Orthonormal DCT-II along the last dimension (``scipy.fft.dct(x, type=2, norm='ortho')``)."""
     n = x.shape[-1]
-    perm, _, twiddle = _tables(n, x.device, x.dtype)
+    _, _, twiddle = _tables(n, x.device, x.dtype)
     # Makhoul: V = rfft(v), v = x reordered; X[k] = Re(W^k V[k]), X[N-k] = -Im(W^k V[k]).
-    z = torch.fft.rfft(x.index_select(-1, perm), dim=-1) * twiddle
+    z = torch.fft.rfft(to_makhoul(x), dim=-1) * twiddle
     head = z.real                                        # X[0 .. N//2]
     tail = -z.imag[..., 1:(n - 1) // 2 + 1].flip(-1)     # X[N//2+1 .. N-1]
     # the twiddle already carries the k>0 scale sqrt(2/N); X[N-k] uses W^k's scale, which is the same
@@ -81,7 +81,7 @@ def dct(x: torch.Tensor) -> torch.Tensor:
 def idct(y: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`dct`: orthonormal DCT-III along the last dimension (``scipy.fft.idct``, ortho)."""
     n = y.shape[-1]
-    _, inverse_perm, twiddle = _tables(n, y.device, y.dtype)
+    _, _, twiddle = _tables(n, y.device, y.dtype)
     # Invert X[k] = Re(W^k V[k]), X[N-k] = -Im(W^k V[k]) (with ortho scales s_k):
     # W^k V[k] = X[k]/s_k - i X[N-k]/s_k, X[N] := 0, then v = irfft(V), x[perm] = v.
     half = n // 2 + 1
@@ -91,7 +91,7 @@ def idct(y: torch.Tensor) -> torch.Tensor:
     # |twiddle_k| = s_k, so dividing by twiddle = multiplying by conj(W^k) / s_k
     spectrum = torch.complex(re, im) / twiddle
     v = torch.fft.irfft(spectrum, n=n, dim=-1)
-    return v.index_select(-1, inverse_perm)
+    return from_makhoul(v)
 
 
 def makhoul_order(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,6 +99,28 @@ def makhoul_order(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Ten
     ``v[..., inverse]``. Exposed so a stack of layers can compose the reorderings into one gather."""
     perm, inverse, _ = _tables(n, device, torch.float32)
     return perm, inverse
+
+
+def to_makhoul(x: torch.Tensor) -> torch.Tensor:
+    """``x[..., perm]`` of :func:`makhoul_order` (evens ascending, then odds descending) as two
+    strided copies: 0.085 ms where ``index_select`` takes 0.136 ms at 128 x 4096 on a 2-core CPU
+    (the gather was a third of the ACDC fast path, issue 24). Exported, the gather (one ONNX op)."""
+    if torch.compiler.is_exporting():
+        return x.index_select(-1, makhoul_order(x.shape[-1], x.device)[0])
+    return torch.cat([x[..., 0::2], x[..., 1::2].flip(-1)], dim=-1)
+
+
+def from_makhoul(w: torch.Tensor) -> torch.Tensor:
+    """``w[..., inverse]`` of :func:`makhoul_order`, the inverse of :func:`to_makhoul`: the first
+    ceil(N/2) entries go to the even places, the rest, reversed, to the odd ones."""
+    n = w.shape[-1]
+    if torch.compiler.is_exporting():
+        return w.index_select(-1, makhoul_order(n, w.device)[1])
+    evens = (n + 1) // 2
+    out = w.new_empty(w.shape)
+    out[..., 0::2] = w[..., :evens]
+    out[..., 1::2] = w[..., evens:].flip(-1)
+    return out
 
 
 def scale_in_dct_domain(v: torch.Tensor, d: torch.Tensor) -> torch.Tensor:

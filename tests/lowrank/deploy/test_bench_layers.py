@@ -27,3 +27,7 @@ def test_bench_acdc_linear_compares_to_linear():
     assert rows[0]["params"] == 32 * 32 + 32
     assert rows[1]["params"] == 2 * 32 and rows[2]["params"] == 4 * 32
     assert rows[0]["fwd_ratio"] == 1.0
+    # timed with the worker's malloc settings, as bench model (glibc: page faults were half the ACDC time)
+    from lowrank.train.allocator import tune_cpu_allocator
+
+    assert all(r["malloc"] == tune_cpu_allocator()["malloc"] for r in rows)

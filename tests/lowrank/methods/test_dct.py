@@ -7,7 +7,7 @@ import pytest
 import scipy.fft
 import torch
 
-from lowrank.methods.dct import dct, dct_macs, dct_matrix, idct
+from lowrank.methods.dct import dct, dct_macs, dct_matrix, from_makhoul, idct, makhoul_order, to_makhoul
 
 SIZES = [1, 2, 3, 4, 5, 7, 8, 12, 31, 64, 100, 255, 256, 4096]
 
@@ -63,3 +63,16 @@ def test_scale_in_dct_domain_is_idct_of_scaled_dct(n):
     assert torch.allclose(fused, reference, atol=1e-12)
     for a, b in zip(torch.autograd.grad(fused.sum(), [x, d]), torch.autograd.grad(reference.sum(), [x, d])):
         assert torch.allclose(a, b, atol=1e-12)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 8, 9, 31, 64])
+def test_makhoul_reorder_by_strided_copies_equals_the_gather(n):
+    """to_makhoul / from_makhoul (two strided copies, faster than index_select) are x[perm] and w[inverse]."""
+    perm, inverse = makhoul_order(n, torch.device("cpu"))
+    x = torch.randn(3, 2, n, requires_grad=True)
+    assert torch.equal(to_makhoul(x), x.index_select(-1, perm))
+    assert torch.equal(from_makhoul(x), x.index_select(-1, inverse))
+    assert torch.equal(from_makhoul(to_makhoul(x)), x)
+    weights = torch.randn(3, 2, n)
+    (from_makhoul(to_makhoul(x) * 2) * weights).sum().backward()  # autograd through both
+    torch.testing.assert_close(x.grad, 2 * weights)
