@@ -162,6 +162,9 @@ def start_worker(run: RunDir, *, gpus: list[int] | None = None, resume: bool = F
     with locked_status(run) as status:
         state = status.get("state")
         if worker_process(status) is not None:  # whatever the state says: never two workers on one dir
+            orphans = live_carriers(run.run_id)
+            if "launched" not in status and orphans:  # it recorded itself, its launcher never did: adopt it
+                return _adopt(run, status, orphans)
             raise UserError(f"run {run.run_id} is already running (pid {status.get('pid')})",
                             hint=f"lowrank kill {run.run_id}")
         orphans = live_carriers(run.run_id)

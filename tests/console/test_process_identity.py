@@ -107,6 +107,9 @@ def test_a_launcher_killed_before_recording_its_worker_leaves_one_worker(fake, m
     recorded = run.read_status()
     assert not recorded.get("attempt") and "launched" not in recorded and "command" not in recorded, recorded
     orphan = wait_for(lambda: carriers(run.run_id), what="the orphaned worker")
+    # the worker records itself (state running, its pid): a live worker no launcher recorded is
+    # adopted, not refused as "already running" (CI saw that refusal when the worker was first)
+    wait_for(lambda: run.read_status().get("pid"), what="the orphan to record itself")
     try:
         pid = start_worker(run, gpus=[])  # what a restarted scheduler does
         assert [pid] == orphan == carriers(run.run_id)
