@@ -26,6 +26,8 @@ def load_script(name: str):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA behaviour")
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_gpu_check_without_cuda_writes_a_report_with_every_section_skipped(tmp_path):
     out = tmp_path / "report.json"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -40,6 +42,7 @@ def test_gpu_check_without_cuda_writes_a_report_with_every_section_skipped(tmp_p
     assert "skipped" in report["nvml_and_kill"] and "snapshot" in report["nvml_and_kill"]
 
 
+@pytest.mark.slow
 def test_throughput_probe_measures_training_steps_on_cpu():
     gpu_check = load_script("gpu_check")
     row = gpu_check.throughput("resnet9", {"width": 4}, "fp32", device="cpu", batch=4, steps=2, warmup=1,
@@ -50,6 +53,8 @@ def test_throughput_probe_measures_training_steps_on_cpu():
     assert row["img_per_s"] > 0
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_overhead_harness_and_bare_loop_do_the_same_training(home):
     overhead = load_script("overhead")
     result = overhead.measure("quickstart", ["train.epochs=2"], pairs=1, home=home, quiet=True, sequential=True)
@@ -60,6 +65,7 @@ def test_overhead_harness_and_bare_loop_do_the_same_training(home):
     assert result["ratio_min"] <= result["ratio_median"] <= result["ratio_max"]
 
 
+@pytest.mark.slow
 def test_interleaved_turns_change_nothing_but_when_each_side_runs(home):
     """Epoch turns in two threads: each side draws its own random numbers (the same test error as
     running alone), hands over once per epoch, and is timed over its own turns only."""
@@ -99,6 +105,7 @@ def test_solve_benchmark_times_real_solves_and_marks_unreachable_budgets():
     assert out_of_reach[0].get("unreachable") is True
 
 
+@pytest.mark.slow
 def test_latency_table_times_every_network_of_a_preset_against_dense(tmp_path):
     table = load_script("latency_table")
     out, figures = tmp_path / "latency.md", tmp_path / "latency.json"

@@ -302,6 +302,8 @@ def test_worker_checks_run_before_the_run_exists(case_id, detach, tmp_path, lowr
                    for path in (lowrank.home / "runs").iterdir())
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_console_precheck_subprocess_refuses_the_same(tmp_path, monkeypatch):
     """The console's path: ``python -m console.precheck`` in a child, the same UserError back."""
     from console.precheck import check_in_subprocess

@@ -54,6 +54,8 @@ def test_bench_model_json_and_csv(lowrank):
     assert header.startswith("source,network,device_name") and ",eager," in row
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_bench_model_of_a_run_uses_the_run(lowrank, trained):
     code, out, err = lowrank("bench", "model", trained.run_id, "--batch", "1", "--repeat", "2", "--min-seconds", "0", "--json")
     assert code == 0, err
@@ -84,6 +86,8 @@ def test_bench_model_bad_values_are_one_line_exit_2(lowrank, args, key):
     assert _tree(lowrank.home) == []
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_bench_model_refuses_set_on_a_run_and_an_unknown_source(lowrank, trained):
     before = _tree(lowrank.home)
     code, _, err = lowrank("bench", "model", trained.run_id, "--set", "train.epochs=3")
@@ -96,6 +100,7 @@ def test_bench_model_refuses_set_on_a_run_and_an_unknown_source(lowrank, trained
 
 
 @needs_onnx
+@pytest.mark.slow
 def test_bench_model_onnx_mode_times_onnx_runtime(lowrank):
     code, out, err = lowrank("bench", "model", QUICK, "--batch", "1", "--repeat", "2", "--min-seconds", "0", "--threads", "1",
                              "--mode", "eager,onnx", "--json")
@@ -106,6 +111,8 @@ def test_bench_model_onnx_mode_times_onnx_runtime(lowrank):
 
 
 @needs_onnx
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_export_a_run_to_onnx_checks_it_on_the_runs_test_images(lowrank, trained):
     code, out, err = lowrank("export", trained.run_id)
     assert code == 0, err
@@ -119,6 +126,7 @@ def test_export_a_run_to_onnx_checks_it_on_the_runs_test_images(lowrank, trained
     assert facts["relative_diff"] <= facts["tolerance"] == 1e-4 and facts["check_batch"] == 64
 
 
+@pytest.mark.slow
 def test_export_pt2_to_an_explicit_file_refuses_to_replace_one_without_force(lowrank, trained, tmp_path):
     out_file = tmp_path / "net.pt2"
     out_file.write_text("keep me")
@@ -136,6 +144,8 @@ def test_export_pt2_to_an_explicit_file_refuses_to_replace_one_without_force(low
     (["--inputs", "mine"], "--inputs"),
     (["--check-batch", "0"], "--check-batch"),
 ])
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_export_bad_values_are_refused_before_anything_is_written(lowrank, trained, args, key):
     before = _tree(lowrank.home)
     code, out, err = lowrank("export", trained.run_id, *args)
@@ -143,6 +153,7 @@ def test_export_bad_values_are_refused_before_anything_is_written(lowrank, train
     assert _tree(lowrank.home) == before
 
 
+@pytest.mark.slow
 def test_export_without_the_extra_names_the_install_line_and_writes_nothing(lowrank, trained, monkeypatch):
     import importlib.util
 
@@ -157,6 +168,8 @@ def test_export_without_the_extra_names_the_install_line_and_writes_nothing(lowr
     assert code == 2 and "pip install 'lowrank[export]'" in err
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_export_tensorboard_keeps_its_form(lowrank, trained):
     code, out, err = lowrank("export", "tensorboard", trained.run_id)
     assert code == 0, err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 
 from typer.testing import CliRunner
@@ -30,6 +32,7 @@ def test_methods_text_has_one_block_per_method():
     assert "up = fewer params" in result.output  # shuffle's groups
 
 
+@pytest.mark.slow
 def test_bench_layers_json_tiny():
     result = runner.invoke(app, ["bench", "layers", "--json", "--channels", "8", "--batch", "2", "--hw", "4",
                                  "--repeat", "1", "--methods", "generic,acdc", "--linear-n", "16",

@@ -40,6 +40,7 @@ def test_plot_extra_is_not_swallowed_as_markup():
     assert "lowrank[plot]" in text
 
 
+@pytest.mark.slow
 def test_ls_shows_the_20_most_recent_unless_all(home):
     ids = [f"20240301-12{i:04d}-r-{i:04x}" for i in range(25)]
     for run_id in ids:

@@ -18,6 +18,8 @@ def lowrank(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_count_json_has_the_documented_keys(home, tmp_path):
     result = lowrank("count", QUICK, "--set", "substitute.method=generic", "--set", "substitute.budget=0.2",
                      "--json", cwd=tmp_path)
@@ -30,6 +32,8 @@ def test_count_json_has_the_documented_keys(home, tmp_path):
     assert sum(row["params"] for row in data["layers"]) == data["params"]
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_count_unreachable_budget_is_one_clear_message(home, tmp_path):
     result = lowrank("count", QUICK, "--set", "substitute.method=generic", "--set", "substitute.budget_params=10",
                      cwd=tmp_path)
@@ -42,6 +46,7 @@ def test_count_unreachable_budget_is_one_clear_message(home, tmp_path):
     (["--set", "model.kwargs.depth=3"], "model.kwargs.depth"),
     (["--set", "substitute.method=nope"], "substitute.method"),
 ])
+@pytest.mark.subprocess
 def test_run_with_bad_input_creates_nothing(home, tmp_path, overrides, key):
     result = lowrank("run", QUICK, *overrides, cwd=tmp_path)
     assert result.returncode == 2
@@ -50,6 +55,8 @@ def test_run_with_bad_input_creates_nothing(home, tmp_path, overrides, key):
     assert not (home / "runs").exists() or not list((home / "runs").iterdir())
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_run_foreground_json_summary(home, tmp_path):
     result = lowrank("run", QUICK, "--json", "--set", "train.epochs=2", "--set", "train.device=cpu", cwd=tmp_path)
     assert result.returncode == 0, result.stderr + result.stdout
@@ -59,6 +66,8 @@ def test_run_foreground_json_summary(home, tmp_path):
     assert Path(summary["run_dir"]).is_dir() and Path(summary["run_dir"]).parent == home / "runs"
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_ctrl_c_stops_a_foreground_run_cleanly(home, tmp_path):
     import signal
     import time
@@ -92,6 +101,8 @@ def test_ctrl_c_stops_a_foreground_run_cleanly(home, tmp_path):
 DARTS = REPO / "presets"
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_count_darts_reports_the_deployable_network_with_the_auxiliary_head_apart(home, tmp_path):
     result = lowrank("count", str(DARTS / "darts_teacher.yaml"), "--json", "--train", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -105,6 +116,8 @@ def test_count_darts_reports_the_deployable_network_with_the_auxiliary_head_apar
     assert data["train"]["macs"] == data["macs"] + 695_808  # dense: training adds only the head
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_count_darts_student_budget_is_of_the_deployable_network(home, tmp_path):
     result = lowrank("count", str(DARTS / "darts_student.yaml"), "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -114,6 +127,8 @@ def test_count_darts_student_budget_is_of_the_deployable_network(home, tmp_path)
     assert data["training_only_params"] == 476_426  # the head stays dense (skip rule), outside the budget
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_count_table_is_a_depth_summary_unless_asked_for_layers(home, tmp_path):
     preset = str(DARTS / "darts_teacher.yaml")
     summary = lowrank("count", preset, cwd=tmp_path)

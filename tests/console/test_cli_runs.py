@@ -32,6 +32,7 @@ def invoke(*args: str):
     return result
 
 
+@pytest.mark.subprocess
 def test_ls_json_table_and_state_filter(fake):
     done = RunDir.create(fake_config(name="done"), home=fake)
     done.update_status(state="finished", epoch=3, best_val_err1=12.5, last_loss=0.5)
@@ -45,11 +46,13 @@ def test_ls_json_table_and_state_filter(fake):
     assert out.returncode == 2 and "unknown state 'bogus'" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.subprocess
 def test_unknown_run_prefix_is_a_user_error(fake):
     out = cli("kill", "nothing-like-this")
     assert out.returncode == 2 and "no run matches" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.subprocess
 def test_kill_command_stops_the_whole_tree(fake):
     run = RunDir.create(fake_config(name="victim", epochs=1000, sleepers=2, stubborn_child=True), home=fake)
     start_worker(run, gpus=[])
@@ -61,6 +64,7 @@ def test_kill_command_stops_the_whole_tree(fake):
     assert all(gone(pid) for pid in [run.read_status()["pid"], *sum(kids.values(), [])])
 
 
+@pytest.mark.subprocess
 def test_relaunch_detach_and_resume_errors(fake, monkeypatch):
     monkeypatch.setenv("LOWRANK_MAX_CPU_RUNS", "2")
     first = RunDir.create(fake_config(name="again", epochs=1), home=fake)
@@ -77,6 +81,7 @@ def test_relaunch_detach_and_resume_errors(fake, monkeypatch):
     assert isinstance(result.exception, UserError) and "no checkpoint" in str(result.exception)
 
 
+@pytest.mark.subprocess
 def test_relaunch_foreground_runs_to_the_end(fake):
     first = RunDir.create(fake_config(name="fg", epochs=2), home=fake)
     first.update_status(state="killed")
@@ -86,6 +91,7 @@ def test_relaunch_foreground_runs_to_the_end(fake):
     assert len(copies) == 1 and copies[0]["state"] == "finished" and copies[0]["epoch"] == 2
 
 
+@pytest.mark.subprocess
 def test_logs_prints_and_follows_until_the_end(fake):
     run = RunDir.create(fake_config(name="chatty", epochs=3, step_seconds=0.05), home=fake)
     start_worker(run, gpus=[])
@@ -138,6 +144,8 @@ def test_plot_curves_series():
     assert curves([{"event": "epoch", "epoch": 1, "split": "train", "loss": 1.0}])["train"] == ([1.0], [1.0])
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_gpus_says_no_gpu_and_shows_host_load(home):
     from console.gpus import snapshot
 
@@ -152,6 +160,7 @@ def test_gpus_says_no_gpu_and_shows_host_load(home):
     assert data["host"]["cpu_count"] >= 1 and len(data["host"]["load_avg"]) == 3
 
 
+@pytest.mark.subprocess
 def test_scheduler_status_and_stop(fake, monkeypatch):
     monkeypatch.setenv("LOWRANK_MAX_CPU_RUNS", "1")
     result = invoke("scheduler", "status", "--json")
@@ -181,6 +190,8 @@ def _only_run(home: Path) -> RunDir:
 
 
 @pytest.mark.parametrize("detach", [False, True], ids=["foreground", "detach"])
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_kill_9_of_lowrank_run_leaves_the_run_going(fake, detach):
     """``lowrank run`` (its own process, then for --detach the scheduler it spawned) is
     SIGKILLed mid-run: the worker keeps training, ``lowrank ls`` shows it, it finishes."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 
 from typer.testing import CliRunner
@@ -27,6 +29,7 @@ def two_runs(home):
     return first, second
 
 
+@pytest.mark.subprocess
 def test_show_prints_state_numbers_and_provenance(home):
     first, second = two_runs(home)
     first.update_status(state="finished", params=1234, test_err1=4.5, best_val_err1=5.25)

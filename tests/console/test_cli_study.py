@@ -18,6 +18,8 @@ def study(*args: str) -> subprocess.CompletedProcess:
                           env=env, timeout=600)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_approx_json_rows_for_chosen_methods_and_values():
     result = study("approx", "--method", "dense", "--method", "generic", "--method", "acdc[shuffle=none]",
                    "--hp", "generic=0.25,1", "--hp", "acdc=1,2", "--n", "8", "--steps", "150", "--seeds", "2",
@@ -33,6 +35,8 @@ def test_approx_json_rows_for_chosen_methods_and_values():
     assert all(len(row["errors"]) == 2 and row["mean"] >= 0 for row in payload["rows"])
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_approx_table_plot_and_csv():
     result = study("approx", "--method", "generic", "--hp", "generic=0.25,0.5", "--n", "8", "--steps", "50",
                    "--seeds", "2", "--jobs", "1")
@@ -44,6 +48,8 @@ def test_approx_table_plot_and_csv():
     assert [r["label"] for r in rows] == ["generic rank_fraction=0.5"] and rows[0]["params"] == "64"
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_init_json_has_reference_stds():
     result = study("init", "--method", "acdc", "--method", "dense", "--dims", "4,8", "--seeds", "1", "--json")
     assert result.returncode == 0, result.stderr
@@ -62,6 +68,8 @@ def test_init_json_has_reference_stds():
     (["approx", "--steps", "0"], "--steps"),
     (["init", "--dims", "4,x"], "--dims"),
 ])
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_bad_input_is_one_line_and_exit_2(args, needle):
     result = study(*args)
     assert result.returncode == 2, (result.stdout, result.stderr)
@@ -69,6 +77,8 @@ def test_bad_input_is_one_line_and_exit_2(args, needle):
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_killed_study_leaves_no_worker_process():
     import signal
     import time

@@ -157,6 +157,7 @@ def wait_done(sweep_id: str, timeout: float = 60.0) -> list[dict]:
                     and rows, timeout, 0.1, f"sweep {sweep_id} to end")
 
 
+@pytest.mark.subprocess
 def test_skip_unreachable_launches_the_rest_through_the_queue(fake, tmp_path):
     plan = compare.plan_sweep(write_preset(tmp_path), ["generic", "separable"], [0.02, 0.1])
     manifest = compare.launch_sweep(plan, {"gpus": 0}, skip_unreachable=True)
@@ -180,6 +181,7 @@ def test_skip_unreachable_launches_the_rest_through_the_queue(fake, tmp_path):
     assert [(s["sweep"], s["states"]) for s in listed] == [(sweep_id, {"finished": 2, "skipped": 1})]
 
 
+@pytest.mark.subprocess
 def test_resume_relaunches_only_unfinished_and_recreates_vanished(fake, tmp_path):
     plan = compare.plan_sweep(write_preset(tmp_path), ["generic", "tt", "sep_hashed"], [0.1])
     sweep_id = compare.launch_sweep(plan, {"gpus": 0})["sweep"]
@@ -281,6 +283,8 @@ def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, cwd=REPO, timeout=120, env={**os.environ, **(env or {})})
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_unreachable_refuses_without_traceback_and_creates_nothing(home, tmp_path):
     out = cli("compare", str(write_preset(tmp_path)), "--methods", "generic", "--budgets", "0.02,0.1", "--cpu")
     assert out.returncode == 2 and "Traceback" not in out.stderr
@@ -291,6 +295,7 @@ def test_unreachable_refuses_without_traceback_and_creates_nothing(home, tmp_pat
     assert missing.returncode == 2 and "no sweep matches" in missing.stderr
 
 
+@pytest.mark.subprocess
 def test_show_csv_and_json_of_a_sweep(fake, tmp_path):
     plan = compare.plan_sweep(write_preset(tmp_path), ["generic", "tt"], [0.1])
     sweep_id = compare.launch_sweep(plan, {"gpus": 0})["sweep"]
@@ -308,6 +313,8 @@ def test_show_csv_and_json_of_a_sweep(fake, tmp_path):
     assert not (tmp_path / "p.png").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_ctrl_c_stops_watching_and_leaves_the_runs_going(fake, tmp_path):
     import os
     import signal
@@ -335,6 +342,7 @@ def test_ctrl_c_stops_watching_and_leaves_the_runs_going(fake, tmp_path):
         kill_run(RunDir(runs_root() / entry["run_id"]), grace=5)
 
 
+@pytest.mark.subprocess
 def test_console_modules_do_not_import_torch():
     code = ("import sys, console.compare, console.commands.compare; "
             "sys.exit('torch' in sys.modules)")

@@ -59,6 +59,8 @@ def cli(*args: str, env: dict, timeout: float = 240) -> subprocess.CompletedProc
                           capture_output=True, text=True, cwd=REPO, timeout=timeout, env=env)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_sweep_runs_to_completion_and_shows_table_plot_json_and_results(env, home, tmp_path):
     out = cli("compare", str(write_preset(tmp_path)), "--methods", METHODS, "--budgets", "0.2,0.22", "--cpu", env=env)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -92,6 +94,8 @@ def test_sweep_runs_to_completion_and_shows_table_plot_json_and_results(env, hom
     assert {r["run_id"] for r in by_sweep[sweep_id]} == {e["run_id"] for e in manifest["entries"]}
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_interrupted_sweep_resumes_only_unfinished_runs(env, home, tmp_path):
     epochs = 20
     out = cli("compare", str(write_preset(tmp_path, epochs=epochs)), "--methods", METHODS, "--budgets", "0.2",

@@ -89,6 +89,7 @@ def summary_of(home: Path, device: str | None = None) -> list[dict]:
 # ---------------------------------------------------------------- rows and summaries
 
 
+@pytest.mark.subprocess
 def test_run_rows_carry_the_latency_of_finished_runs_only(home):
     write_sweep(home, ONE_DEVICE)
     rows = compare.run_rows(compare.read_manifest(SWEEP, home), home)
@@ -295,6 +296,7 @@ def test_unknown_x_is_refused_in_one_line(lowrank):
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_real_sweep_plots_its_measured_latency(home, monkeypatch):
     """Two CPU quickstart runs with the real worker: compare records their latency (bench.after_run is
     pinned on for sweeps) and ``show --x latency --json`` gives exactly what each run measured."""

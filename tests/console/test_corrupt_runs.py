@@ -153,6 +153,7 @@ def assert_no_terminal_control(text: str) -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case[0] for case in CASES])
+@pytest.mark.subprocess
 def test_every_reader_survives(case, lowrank):
     _, corrupt, unreadable = case
     home = lowrank.home
@@ -293,6 +294,7 @@ MANIFEST_CASES = [
 
 
 @pytest.mark.parametrize("case", MANIFEST_CASES, ids=[case[0] for case in MANIFEST_CASES])
+@pytest.mark.subprocess
 def test_every_sweep_reader_survives_a_corrupt_manifest(case, lowrank):
     """compare ls / show (table, --json, --csv) of a sweep whose manifest has the wrong types:
     before, each case was a traceback in at least one of them (TypeError, ValueError)."""

@@ -52,6 +52,8 @@ def lowrank_ls(home: Path) -> None:
 
 
 @pytest.mark.parametrize("fault", ["worker-finished", "worker-result-appended"])
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_worker_killed_around_the_results_append_loses_no_row_and_writes_none_twice(home, fault):
     run = make_run(home)
     assert run_worker(run, fault) == -signal.SIGKILL
@@ -66,6 +68,8 @@ def test_a_worker_killed_around_the_results_append_loses_no_row_and_writes_none_
     assert run.read_status()["results_written"] is True
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_an_uninterrupted_worker_writes_its_row_once(home):
     run = make_run(home)
     assert run_worker(run, None) == 0
@@ -73,11 +77,15 @@ def test_an_uninterrupted_worker_writes_its_row_once(home):
     assert len(rows_of(home, run.run_id)) == 1 and run.read_status()["results_written"] is True
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_fault_point_not_named_does_nothing(home):
     run = make_run(home)
     assert run_worker(run, "some-other-point") == 0
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_worker_killed_right_after_its_stop_checkpoint_still_resumes_exactly(home):
     """SIGTERM mid-epoch; the worker writes its stop checkpoint and is SIGKILLed before it can
     record `killed` (LOWRANK_FAULT=worker-stop-checkpoint). The checkpoint is durable before any

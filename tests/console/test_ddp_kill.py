@@ -41,6 +41,7 @@ def tagged(run_id: str) -> list[int]:
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_kill_of_a_two_rank_run_leaves_no_process(home, monkeypatch):
     monkeypatch.delenv("LOWRANK_WORKER", raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -77,6 +78,8 @@ def test_kill_of_a_two_rank_run_leaves_no_process(home, monkeypatch):
     assert final["state"] == "killed" and final["error"] == "stopped by SIGTERM", final  # the ranks stopped cleanly
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_lowrank_run_refuses_a_batch_the_ranks_cannot_split(home):
     """--nproc 2 with batch 15: one error naming the key, exit 2, and no run directory."""
     done = subprocess.run([sys.executable, "-m", "console.cli", "run", str(REPO / "presets" / "quickstart.yaml"),
@@ -89,6 +92,7 @@ def test_lowrank_run_refuses_a_batch_the_ranks_cannot_split(home):
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_lowrank_run_nproc_trains_on_two_gloo_ranks(home):
     """The flag end to end: resources.nproc set, torchrun started by the local backend, rank 0's summary."""
     import json

@@ -110,6 +110,7 @@ def test_nvml_init_failure_is_a_state(fresh_nvml, monkeypatch):
     assert snap.gpus == [] and "Driver Not Loaded" in snap.nvml_error
 
 
+@pytest.mark.subprocess
 def test_console_modules_do_not_import_torch():
     import subprocess
 

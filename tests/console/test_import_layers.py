@@ -6,6 +6,8 @@ closes a circle is caught as well as a top-level one.
 
 from __future__ import annotations
 
+import pytest
+
 import ast
 import subprocess
 import sys
@@ -61,6 +63,7 @@ def test_no_module_imports_a_higher_layer():
     assert not bad, "\n".join(bad)
 
 
+@pytest.mark.subprocess
 def test_the_store_loads_no_other_console_module():
     code = ("import sys, console.runs; "
             "print(sorted(m for m in sys.modules if m.startswith('console') and m not in ('console', 'console.runs')))")

@@ -45,6 +45,7 @@ def marked_processes(run_id: str) -> list[int]:
     return found
 
 
+@pytest.mark.subprocess
 def test_start_records_identity_pins_gpus_and_logs_to_file(fake):
     run = RunDir.create(fake_config(epochs=200, step_seconds=0.05), home=fake)
     pid = start_worker(run, gpus=[1, 3])
@@ -68,6 +69,7 @@ def test_start_records_identity_pins_gpus_and_logs_to_file(fake):
     assert run.read_status()["state"] == "killed"
 
 
+@pytest.mark.subprocess
 def test_cpu_run_hides_gpus(fake):
     run = RunDir.create(fake_config(epochs=1, steps_per_epoch=50, step_seconds=0.05), home=fake)
     pid = start_worker(run, gpus=[])
@@ -77,6 +79,8 @@ def test_cpu_run_hides_gpus(fake):
         kill_run(run, grace=5)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_kill_leaves_nothing_dataloader_workers_stubborn_child_and_orphan(fake):
     """4 real DataLoader worker processes, a child ignoring SIGTERM, and a grandchild that
     left the session via setsid and was orphaned: all are gone after kill."""
@@ -106,6 +110,7 @@ def test_kill_leaves_nothing_dataloader_workers_stubborn_child_and_orphan(fake):
     assert marked_processes(run.run_id) == []
 
 
+@pytest.mark.subprocess
 def test_force_kill_of_worker_ignoring_sigterm(fake):
     run = RunDir.create(fake_config(epochs=1000, ignore_sigterm=True, sleepers=2), home=fake)
     start_worker(run, gpus=[])
@@ -118,6 +123,8 @@ def test_force_kill_of_worker_ignoring_sigterm(fake):
     assert status["state"] == "killed" and "SIGKILL" in status["error"]
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_worker_that_stopped_but_exits_slowly_is_not_sigkilled(fake):
     """It recorded its stop within the grace and then took longer to exit (torch's teardown, torchrun's
     agent waiting for its ranks, on a loaded host): the kill waits for it, and never says it ignored SIGTERM."""
@@ -133,6 +140,7 @@ def test_a_worker_that_stopped_but_exits_slowly_is_not_sigkilled(fake):
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_fifty_launch_kill_cycles_leave_no_process(fake):
     recorded: dict[int, float] = {}
     runs = []
@@ -169,6 +177,8 @@ if sys.argv[2] == "stay":
 """
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_kill_9_of_the_launcher_leaves_the_run_going_and_listed(fake):
     run = RunDir.create(fake_config(epochs=20, steps_per_epoch=5, step_seconds=0.03), home=fake)
     launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(run.path), "stay"], stdout=subprocess.PIPE,
@@ -188,6 +198,7 @@ def test_kill_9_of_the_launcher_leaves_the_run_going_and_listed(fake):
     assert status["state"] == "finished" and status["epoch"] == 20 > epoch_at_kill
 
 
+@pytest.mark.subprocess
 def test_worker_that_vanishes_is_failed_by_the_reaper(fake):
     run = RunDir.create(fake_config(epochs=5, vanish=True), home=fake)
     start_worker(run, gpus=[])
@@ -196,6 +207,7 @@ def test_worker_that_vanishes_is_failed_by_the_reaper(fake):
     assert status["exit_code"] == 3 and "without recording a final state" in status["error"]
 
 
+@pytest.mark.subprocess
 def test_worker_that_vanishes_after_its_launcher_is_reconciled_by_ls(fake):
     run = RunDir.create(fake_config(epochs=5, vanish=True, step_seconds=0.3), home=fake)
     out = subprocess.run([sys.executable, "-c", LAUNCHER, str(run.path), "leave"], capture_output=True, text=True,
@@ -207,6 +219,7 @@ def test_worker_that_vanishes_after_its_launcher_is_reconciled_by_ls(fake):
     assert info.state == "failed" and info.error.startswith("worker disappeared")
 
 
+@pytest.mark.subprocess
 def test_reused_pid_is_never_signalled(fake):
     """A status whose pid now names another process (create time differs) is not ours."""
     bystander = subprocess.Popen(["sleep", "30"])
@@ -276,6 +289,7 @@ def finish(run: RunDir, timeout: float = 240.0) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_killed_mid_epoch_then_resumed_matches_uninterrupted(home, monkeypatch):
     monkeypatch.delenv("LOWRANK_WORKER", raising=False)
     epochs = 4
@@ -312,6 +326,7 @@ def test_killed_mid_epoch_then_resumed_matches_uninterrupted(home, monkeypatch):
     assert finished_epochs.count(1) == 1 and sorted(set(finished_epochs)) == list(range(1, epochs + 1))
 
 
+@pytest.mark.subprocess
 def test_a_live_worker_is_never_started_twice(fake):
     """Even if its state was overwritten (queued again by mistake), a run with a live
     worker refuses a second worker and refuses to be queued."""

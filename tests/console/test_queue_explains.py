@@ -46,6 +46,7 @@ def test_cpu_slots_setting(home, monkeypatch):
     assert default_max_cpu_runs(8, home) == 2
 
 
+@pytest.mark.subprocess
 def test_scheduler_start_cpu_slots_and_status(home, monkeypatch):
     from console.cli import app
 
@@ -57,6 +58,7 @@ def test_scheduler_start_cpu_slots_and_status(home, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_queued_run_says_it_waits_for_a_cpu_slot(fake, monkeypatch):
     """One CPU slot, one run holding it: the second run's status, ls and the console say why."""
     monkeypatch.setenv("LOWRANK_MAX_CPU_RUNS", "1")

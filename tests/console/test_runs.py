@@ -64,6 +64,7 @@ def test_eta_from_progress(home):
     assert info.elapsed_s == pytest.approx(100) and info.eta_s == pytest.approx(50 * 6)
 
 
+@pytest.mark.subprocess
 def test_reconcile_marks_vanished_worker_failed(home):
     proc = subprocess.Popen(["true"])
     created = psutil.Process(proc.pid).create_time()
@@ -75,6 +76,7 @@ def test_reconcile_marks_vanished_worker_failed(home):
     assert status["ended"]
 
 
+@pytest.mark.subprocess
 def test_reconcile_marks_a_worker_that_died_of_a_kill_killed(home):
     # the TUI's reader can see the worker gone before kill_run writes the final status:
     # the run was killed, not a crash, and must not end "failed"
@@ -88,6 +90,7 @@ def test_reconcile_marks_a_worker_that_died_of_a_kill_killed(home):
     assert run.read_status()["state"] == "killed"
 
 
+@pytest.mark.subprocess
 def test_reconcile_leaves_a_final_state_written_meanwhile(home):
     proc = subprocess.Popen(["true"])
     created = psutil.Process(proc.pid).create_time()
@@ -99,6 +102,7 @@ def test_reconcile_leaves_a_final_state_written_meanwhile(home):
     assert run.read_status()["state"] == "finished"
 
 
+@pytest.mark.subprocess
 def test_reconcile_keeps_live_worker(home):
     run_id = "20240101-000000-alive-0001"
     proc = subprocess.Popen(["sleep", "30"], env={**os.environ, "LOWRANK_RUN_ID": run_id})  # as launched
@@ -117,6 +121,7 @@ def test_reconcile_keeps_live_worker(home):
     assert reconcile(run)["state"] == "failed"  # now nothing of the run is left
 
 
+@pytest.mark.subprocess
 def test_reconcile_ignores_a_live_pid_that_is_not_the_runs(home):
     """The recorded pid and start time name a live process that is not this run's worker
     (no LOWRANK_RUN_ID, no run id on its command line): the worker is gone."""

@@ -195,6 +195,8 @@ def intervals(run: RunDir) -> tuple[float, float]:
     return start, end
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_detached_scheduler_runs_queue_one_cpu_run_at_a_time_and_exits(fake):
     runs = [RunDir.create(fake_config(name=f"q{i}", epochs=2, steps_per_epoch=4, step_seconds=0.05), home=fake)
             for i in range(3)]
@@ -214,6 +216,8 @@ def test_detached_scheduler_runs_queue_one_cpu_run_at_a_time_and_exits(fake):
     assert "queue empty" in (fake / "scheduler.log").read_text()
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_runs_survive_kill_9_of_the_scheduler(fake):
     run = RunDir.create(fake_config(name="long", epochs=15, steps_per_epoch=4, step_seconds=0.05), home=fake)
     waiting = RunDir.create(fake_config(name="next", epochs=1), home=fake)

@@ -14,6 +14,7 @@ from slurm_helpers import cli, sacct_states, status, wait_left_queue, wait_state
 pytestmark = pytest.mark.slurm
 
 
+@pytest.mark.slow
 def test_sweep_is_one_job_array(home, tmp_path, slurm_home):
     env = slurm_home
     preset = write_preset(tmp_path, epochs=1, name="sweep")

@@ -13,6 +13,7 @@ from slurm_helpers import cli, in_squeue, sacct_states, status, wait_state, writ
 
 
 @pytest.mark.slurm
+@pytest.mark.slow
 def test_kill_cancels_the_job(home, tmp_path, slurm_home):
     env = slurm_home
     preset = write_preset(tmp_path, epochs=500, num_train=1024, name="killme")  # minutes: it must be killed
@@ -42,6 +43,7 @@ def test_kill_cancels_the_job(home, tmp_path, slurm_home):
 
 
 @pytest.mark.slurm
+@pytest.mark.slow
 def test_kill_of_a_pending_job(home, tmp_path, slurm_home):
     """A job Slurm cannot start yet (held) is cancelled too, and never runs."""
     env = slurm_home
@@ -58,6 +60,7 @@ def test_kill_of_a_pending_job(home, tmp_path, slurm_home):
 
 
 @pytest.mark.slurm
+@pytest.mark.slow
 def test_relaunch_resume_of_a_killed_slurm_run(home, tmp_path, slurm_home):
     """``relaunch --resume`` of a killed Slurm run submits a new job that continues from the
     checkpoint; the killed attempt is in the run's history."""

@@ -12,6 +12,7 @@ from slurm_helpers import REPO, cli, sacct_states, slurm_env, status, wait_left_
 
 
 @pytest.mark.slurm
+@pytest.mark.slow
 def test_a_run_submitted_to_slurm_finishes(home, tmp_path, slurm_home):
     """The quickstart preset itself (2 of its epochs), as the README's third line sends it."""
     env = slurm_home
@@ -37,6 +38,7 @@ def test_a_run_submitted_to_slurm_finishes(home, tmp_path, slurm_home):
 
 
 @pytest.mark.slurm
+@pytest.mark.slow
 def test_preset_backend_slurm_and_detach(home, tmp_path, slurm_home):
     """``resources.backend: slurm`` in the preset alone sends the run to Slurm; --detach returns at once."""
     env = slurm_home
@@ -48,6 +50,7 @@ def test_preset_backend_slurm_and_detach(home, tmp_path, slurm_home):
     assert wait_state(env, run_id, ("finished", "failed", "killed"), timeout=120)["state"] == "finished"
 
 
+@pytest.mark.subprocess
 def test_no_sbatch_refuses_and_creates_nothing(home, tmp_path, slurm_home):
     """Where Slurm is absent, ``--backend slurm`` is one line naming the fix; no run directory."""
     env = slurm_home
@@ -60,6 +63,7 @@ def test_no_sbatch_refuses_and_creates_nothing(home, tmp_path, slurm_home):
     assert not (home / "runs").exists() or not any((home / "runs").iterdir())
 
 
+@pytest.mark.subprocess
 def test_unknown_backend_is_one_line(home, tmp_path):
     done = cli("run", str(write_preset(tmp_path)), "--backend", "pbs", env=slurm_env(home))
     assert done.returncode == 2 and "unknown backend 'pbs'" in done.stderr and "slurm" in done.stderr

@@ -54,6 +54,7 @@ def sinfo(tmp_path, monkeypatch):
 ME = socket.gethostname()
 
 
+@pytest.mark.subprocess
 def test_a_one_node_partition_on_another_machine_cannot_see_a_local_home(sinfo, tmp_path):
     sinfo("gpu01|debug*")
     with pytest.raises(UserError) as error:
@@ -61,6 +62,7 @@ def test_a_one_node_partition_on_another_machine_cannot_see_a_local_home(sinfo, 
     assert "the Slurm job's nodes cannot see it" in str(error.value) and error.value.key == "LOWRANK_HOME"
 
 
+@pytest.mark.subprocess
 def test_a_partition_of_this_machine_alone_shares_its_files(sinfo, tmp_path):
     sinfo(f"{ME}|debug*", "gpu01|gpu")
     assert shared_fs.check_shared(tmp_path / "home", None) is None  # the default partition: this host
@@ -70,11 +72,13 @@ def test_a_partition_of_this_machine_alone_shares_its_files(sinfo, tmp_path):
         shared_fs.check_shared(tmp_path / "home", "debug,gpu")  # sbatch's list: any node of either
 
 
+@pytest.mark.subprocess
 def test_a_fully_qualified_node_name_of_this_machine_counts(sinfo, tmp_path):
     sinfo(f"{ME.split('.')[0]}.cluster.example|debug*")
     assert shared_fs.check_shared(tmp_path / "home", None) is None
 
 
+@pytest.mark.subprocess
 def test_several_nodes_need_a_network_filesystem(sinfo, monkeypatch):
     sinfo(f"{ME}|debug*", "node2|debug*")
     home = Path("/work/lab/lowrank")

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.slurm
 ENV_WORKER = str(Path(__file__).resolve().parent / "env_worker.py")
 
 
+@pytest.mark.slow
 def test_two_tasks_get_the_distributed_environment(home, tmp_path, slurm_home):
     env = {**slurm_home, "LOWRANK_WORKER": ENV_WORKER}
     preset = write_preset(tmp_path, epochs=1, name="ranks")
@@ -41,6 +42,7 @@ def test_two_tasks_get_the_distributed_environment(home, tmp_path, slurm_home):
     assert "rank 1 of 2" in (run_dir / "output.rank1.log").read_text()
 
 
+@pytest.mark.slow
 def test_two_rank_ddp_job_matches_one_process(home, tmp_path, slurm_home):
     """The real worker as a 2-task Slurm job (gloo on the CPU, env:// rendezvous from the job's
     environment, no torchrun) ends with the 1-process run's metrics (train.sync_bn, global batch)."""

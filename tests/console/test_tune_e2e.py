@@ -48,6 +48,8 @@ def trial_runs(home: Path) -> list[RunDir]:
     return [RunDir(path) for path in sorted(runs_root(home).iterdir())]
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_hyperband_study_in_parallel_show_and_resume(env, home, tmp_path):
     preset = write_preset(tmp_path)
     result = cli("tune", str(preset), "--space", "train.lr=log:1e-3:0.3", "--space", "train.weight_decay=log:1e-6:1e-2",
@@ -94,6 +96,8 @@ def test_hyperband_study_in_parallel_show_and_resume(env, home, tmp_path):
     assert [(item["study"], item["trials"]) for item in listed] == [("hb", 4)]
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_budget_matched_study_solves_hp_per_trial(env, home, tmp_path):
     preset = write_preset(tmp_path, epochs=1, width=16)
     result = cli("tune", str(preset), "--space", "model.kwargs.width=cat:12,24", "--method", "generic",

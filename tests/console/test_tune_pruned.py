@@ -64,6 +64,8 @@ def pruned_run(home):
     return run, study, trial, result
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_pruned_trial_stops_cleanly_and_every_reader_shows_pruned(pruned_run, home):
     run, study, trial, result = pruned_run
     assert result.returncode == 0, result.stdout + result.stderr
@@ -121,6 +123,8 @@ def test_a_pruned_trial_stops_cleanly_and_every_reader_shows_pruned(pruned_run, 
     assert settle(study, told, manifest, home) in (None, "pruned")  # idempotent
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_an_ordinary_run_never_imports_optuna(home):
     run = RunDir.create(tiny_config(epochs=1), home=home)
     result = worker(run)
@@ -129,6 +133,8 @@ def test_an_ordinary_run_never_imports_optuna(home):
     assert run.read_status()["state"] == "finished"
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_bad_tune_file_fails_the_run_in_one_line(home):
     run = RunDir.create(tiny_config(epochs=1), home=home, files={TUNE_FILE: json.dumps({"study": "s"})})
     result = worker(run)

@@ -117,6 +117,7 @@ def test_bad_tune_input_creates_nothing(home, args, words):
     assert not home.exists() or not any(home.rglob("*")), sorted(home.rglob("*"))
 
 
+@pytest.mark.subprocess
 def test_slurm_backend_without_slurm_answers_in_one_line(home, tmp_path):
     """--backend slurm goes through the backend registry; where sbatch is absent it says so in one
     line and creates nothing (the Slurm tests run trials on a real cluster)."""
@@ -133,6 +134,7 @@ def test_slurm_backend_without_slurm_answers_in_one_line(home, tmp_path):
     assert not home.exists() or not any(home.rglob("*"))
 
 
+@pytest.mark.subprocess
 def test_show_of_an_unknown_study_is_one_line(home):
     result = cli("tune", "show", "last")
     assert result.returncode == 2 and "no study matches 'last'" in result.stderr

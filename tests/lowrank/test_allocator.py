@@ -47,6 +47,8 @@ def faults_per_step(mode: str) -> float:
 
 
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_tuned_steps_do_not_page_fault_their_activations_back():
     plain, tuned = faults_per_step("plain"), faults_per_step("tuned")
     # glibc's defaults: the step's activations are trimmed and faulted back every step
@@ -54,6 +56,7 @@ def test_tuned_steps_do_not_page_fault_their_activations_back():
 
 
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
+@pytest.mark.subprocess
 def test_the_worker_applies_and_records_the_settings(home):
     config = load(REPO / "presets" / "quickstart.yaml", [
         "data.name=synthetic", "data.batch_size=16", "model.kwargs.width=8", "train.epochs=1", "train.device=cpu",

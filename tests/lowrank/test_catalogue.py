@@ -89,6 +89,7 @@ finally:
     ["run", "presets/quickstart.yaml", "--set", "substitute.method=nosuch"],
     ["run", "presets/quickstart.yaml", "--set", "model.kwargs.widthh=2"],
 ])
+@pytest.mark.subprocess
 def test_fast_commands_do_not_import_torch(argv, tmp_path, warm_cache):
     env = {**os.environ, "XDG_CACHE_HOME": str(warm_cache), "LOWRANK_HOME": str(tmp_path / "home"),
            "PYTHONPATH": str(REPO)}

@@ -38,6 +38,7 @@ def student(teacher: RunDir, extra: list[str] = ()) -> RunDir:
                      "distill.temperature=4", "distill.at_beta=1000", *extra])
 
 
+@pytest.mark.subprocess
 def test_student_logs_kd_and_at_terms_and_the_teachers_own_error(teacher_run):
     run = student(teacher_run)
     assert main([str(run.path)]) == 0
@@ -58,6 +59,7 @@ def test_student_logs_kd_and_at_terms_and_the_teachers_own_error(teacher_run):
             assert record["loss"] == pytest.approx(0.5 * record["kd"] + 0.5 * record["ce"] + record["at"], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_distilled_run_resumes_exactly(teacher_run):
     reference = student(teacher_run)
     assert main([str(reference.path)]) == 0
@@ -76,6 +78,7 @@ def imitation_run(teacher: RunDir) -> RunDir:
                      "teacher.model.kwargs={width: 16}", stages, "train.epochs=4"])  # quickstart sets 30
 
 
+@pytest.mark.slow
 def test_imitation_runs_its_stages_and_resumes_mid_stage_two(teacher_run):
     reference = imitation_run(teacher_run)
     assert main([str(reference.path)]) == 0

@@ -73,6 +73,8 @@ def assert_close(a, b, tol: float = 1e-4) -> None:
     # the dataset on the device: every rank augments the whole global batch and keeps its slice
     ["train.sync_bn=true", "data.device=cpu", "data.augment.random_crop=true", "data.augment.flip=true"],
 ], ids=["sync_bn", "mlp-accumulate-uneven", "resident-augmented"])
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_two_ranks_equal_one_process_with_the_same_global_batch(home, overrides):
     single = make_run(EXACT + overrides)
     assert main([str(single.path)]) == 0
@@ -92,6 +94,7 @@ def test_two_ranks_equal_one_process_with_the_same_global_batch(home, overrides)
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_distilled_student_on_two_ranks_equals_one_process(home):
     """The teacher runs on every rank (KD + attention transfer on each rank's slice)."""
     teacher = make_run(EXACT + ["name=teacher", "substitute.method=dense", "train.epochs=1"])
@@ -106,6 +109,8 @@ def test_a_distilled_student_on_two_ranks_equals_one_process(home):
     assert double.read_status()["teacher_err1"] == single.read_status()["teacher_err1"]  # sharded check, reduced
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_without_sync_bn_the_ranks_normalise_their_own_halves(home):
     """The check above can fail: per-rank BatchNorm statistics give another training."""
     single = make_run(EXACT + ["train.epochs=1"])
@@ -115,6 +120,8 @@ def test_without_sync_bn_the_ranks_normalise_their_own_halves(home):
     assert abs(figures(double)["train_loss"][0] - figures(single)["train_loss"][0]) > 1e-4
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_nan_on_one_rank_fails_the_run_on_both(home):
     run = make_run(EXACT + ["resources.nproc=2", "train.epochs=3"])
     assert torchrun(run, env={"LOWRANK_FAULT": "nan-loss@rank1"}) != 0
@@ -128,6 +135,8 @@ def test_a_nan_on_one_rank_fails_the_run_on_both(home):
     assert not (home / "results.csv").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_batch_that_does_not_split_fails_every_rank_before_training(home):
     run = make_run(EXACT + ["resources.nproc=2", "data.batch_size=15"])
     assert torchrun(run) != 0
@@ -159,6 +168,7 @@ def wait_for(predicate, timeout: float, what: str):
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_killed_mid_epoch_and_resumed_equals_uninterrupted(home, monkeypatch):
     from console.backends.local import kill_run, start_worker
     from console.runs import relaunch
@@ -210,6 +220,8 @@ def test_killed_mid_epoch_and_resumed_equals_uninterrupted(home, monkeypatch):
     assert len(starts) == 2 and starts[1]["resumed"] is True and starts[1]["epoch"] >= 1
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_sigterm_to_one_rank_stops_both_at_the_same_step(home, monkeypatch):
     """Not through the agent: rank 1 alone is signalled; the lockstep check stops rank 0 with it."""
     import signal
@@ -231,6 +243,8 @@ def test_sigterm_to_one_rank_stops_both_at_the_same_step(home, monkeypatch):
                              for pid in [status["pid"], *ranks]), 60, "agent and ranks to exit")
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_ranks_started_without_torchrun_join_the_rendezvous_the_environment_names(home):
     """As Slurm (submitit) starts them: one plain process per rank with RANK, WORLD_SIZE, LOCAL_RANK,
     MASTER_ADDR and MASTER_PORT set - no torchrun, no --standalone."""
@@ -268,6 +282,8 @@ def test_rank_slices_partition_every_batch_in_order():
             assert max(map(len, parts)) - min(map(len, parts)) <= 1
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_rank_never_tears_down_its_interpreter_while_gloo_threads_run(home, tmp_path):
     """CI, 5 Dec 2026: a rank that had finished aborted at exit ('terminate called without an active
     exception', SIGABRT) and torchrun failed the run. After DDP, torch keeps the process group's
@@ -289,6 +305,8 @@ def test_a_rank_never_tears_down_its_interpreter_while_gloo_threads_run(home, tm
         assert "gloo" not in threads, f"rank {rank} tore down its interpreter beside threads: {threads}"
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_accumulation_micro_steps_do_not_all_reduce(home):
     """train.accumulate=4: one gradient all-reduce per optimizer step, not per micro-batch (no_sync)."""
     run = make_run(EXACT + ["model.name=mlp", "model.kwargs={hidden: [16]}", "train.accumulate=4",

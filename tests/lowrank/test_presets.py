@@ -89,7 +89,12 @@ def test_preset_validates_without_its_teacher_file(preset):
         assert not Path(config.teacher.checkpoint).exists()
 
 
-@pytest.mark.parametrize("preset", PRESETS, ids=[p.stem for p in PRESETS])
+HEAVY_PRESETS = {"wrn50_2_imagenet"}  # seconds even shrunk: in the full suite only (marker slow)
+
+
+@pytest.mark.parametrize("preset", [pytest.param(p, marks=pytest.mark.slow) if p.stem in HEAVY_PRESETS else p
+                                    for p in PRESETS], ids=[p.stem for p in PRESETS])
+@pytest.mark.subprocess
 def test_preset_trains_one_epoch_end_to_end(home, tmp_path, preset):
     teacher = save_teacher(preset, tmp_path / "teacher.pt") if load(preset).teacher is not None else None
     config = load(preset, shrink(preset, teacher))

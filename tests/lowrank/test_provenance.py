@@ -30,6 +30,7 @@ def no_cache(monkeypatch):
     monkeypatch.setattr(provenance, "_cache", {})
 
 
+@pytest.mark.subprocess
 def test_working_directory_repo_commit_and_dirty_flag(tmp_path, monkeypatch, home):
     repo = tmp_path / "study"
     commit = make_repo(repo)
@@ -50,6 +51,7 @@ def test_working_directory_repo_commit_and_dirty_flag(tmp_path, monkeypatch, hom
     assert provenance.launch_provenance()["repo"]["dirty"] is False  # untracked files do not count
 
 
+@pytest.mark.subprocess
 def test_outside_a_repository_and_without_git(tmp_path, monkeypatch):
     outside = tmp_path / "plain"
     outside.mkdir()
@@ -62,6 +64,7 @@ def test_outside_a_repository_and_without_git(tmp_path, monkeypatch):
     assert provenance.git_state(outside) is None
 
 
+@pytest.mark.subprocess
 def test_lowrank_checkout_commit_is_recorded():
     source = provenance.lowrank_source()
     head = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True)
@@ -70,6 +73,7 @@ def test_lowrank_checkout_commit_is_recorded():
     assert provenance.launch_provenance()["lowrank"]["commit"] == head.stdout.strip()
 
 
+@pytest.mark.subprocess
 def test_runtime_half_names_torch_cuda_cudnn_and_gpus(home):
     import torch
 

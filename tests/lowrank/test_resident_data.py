@@ -33,6 +33,7 @@ def test_resident_path_trains_exactly_like_the_dataloader_without_augmentation(h
     assert final_events(run_with(["data.device=cpu"])) == final_events(run_with([]))
 
 
+@pytest.mark.subprocess
 def test_resident_path_with_augmentation_is_reproducible_and_differs(home):
     augmented = ["data.augment.random_crop=true", "data.augment.crop_padding=1", "data.augment.flip=true",
                  "data.augment.cutout=3", "data.device=cpu"]

@@ -71,6 +71,7 @@ def test_live_logging_reads_back_equal_to_the_metrics(home):
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
+@pytest.mark.subprocess
 def test_off_by_default_and_not_imported(home):
     run = make_run()
     code = ("import sys; from lowrank.train.worker import main; rc = main([sys.argv[1]]); "

@@ -93,6 +93,8 @@ def steps_logged(run: RunDir) -> int:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_signal_stops_the_worker_as_killed(home, signum):
     run = make_run(["train.epochs=200"])
     proc = start_worker(run)
@@ -106,6 +108,7 @@ def test_signal_stops_the_worker_as_killed(home, signum):
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_kill_9_at_random_moments_leaves_a_readable_directory(home):
     rng = random.Random(1234)
     for _ in range(4):
@@ -144,6 +147,7 @@ def test_quickstart_reaches_under_5_percent_test_error(home):
 
 # 3 setup checks, then 8 training steps and 2 validation batches per epoch (32 images, batch 16)
 @pytest.mark.parametrize("checks", [5, 11, 13, 16, 25], ids=lambda n: f"after-{n}-checks")
+@pytest.mark.subprocess
 def test_stop_between_checkpoints_resumes_exactly(home, checks):
     """A stop anywhere (mid-epoch, in the epoch's evaluation) with no checkpoint since the last
     epoch: the stop writes one at that step, and the resumed run ends exactly as an uninterrupted
@@ -165,6 +169,8 @@ def test_stop_between_checkpoints_resumes_exactly(home, checks):
     assert interrupted.read_status()["train_seconds"] > 0
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_sigterm_between_checkpoints_then_resume_equals_uninterrupted(home):
     """The real worker, a real SIGTERM mid-epoch 2 with the last checkpoint long ago."""
     overrides = ["log.checkpoint_every=100", "train.epochs=4"]
@@ -182,6 +188,7 @@ def test_sigterm_between_checkpoints_then_resume_equals_uninterrupted(home):
 
 
 @pytest.mark.parametrize("overrides", [["data.device=cpu"], ["data.workers=2"]], ids=["resident", "loader-workers"])
+@pytest.mark.subprocess
 def test_mid_epoch_resume_is_exact_for_other_loaders(home, overrides):
     """The replay re-reads the stopped epoch through whatever loader the run uses: the
     device-resident one, and a DataLoader whose workers draw the augmentation."""

@@ -82,6 +82,7 @@ async def test_table_rows_and_in_place_updates(family_home):
         assert set(calls) == {("20240301-120500-wrn-live-a006", col) for col in ("epoch", "loss", "eta")}
 
 
+@pytest.mark.subprocess
 async def test_gpu_panel_shows_gpus_runs_and_no_gpu(family_home):
     app = console(family_home)
     async with app.run_test(size=SIZE) as pilot:
@@ -118,6 +119,7 @@ async def test_sort_by_keys_and_header(family_home):
         assert column(app, "model")[0] == "resnet9"
 
 
+@pytest.mark.slow
 async def test_filter_by_text_and_state(family_home):
     app = console(family_home)
     async with app.run_test(size=SIZE) as pilot:
@@ -149,6 +151,7 @@ async def test_space_multiselect_overlays_curves(family_home):
         await settle(pilot, lambda: app.query_one(RunDetail).overlaid == ["wrn-live-a006"], what="unmark")
 
 
+@pytest.mark.slow
 async def test_detail_tabs_and_status(family_home):
     app = console(family_home)
     async with app.run_test(size=SIZE) as pilot:
@@ -165,6 +168,7 @@ async def test_detail_tabs_and_status(family_home):
         assert "epoch 3/10" in str(app.query_one("#log-text").content)
 
 
+@pytest.mark.subprocess
 async def test_kill_confirms_and_stops_the_worker(home, sleeper):
     proc = sleeper("20240301-120100-wrn-live-a002")
     make_run(home, "20240301-120000-wrn-done-a001")
@@ -196,6 +200,8 @@ async def test_kill_with_empty_table_notifies(home):
         assert sum("nothing selected" in text or "no run selected" in text for text, _ in app.notes) == 4
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 async def test_relaunch_new_run_and_resume(home, fake):  # fake: a stand-in worker that finishes in a second
     make_run(home, "20240301-120000-wrn-done-a001", epochs=2)
     killed = make_run(home, "20240301-120100-wrn-stop-a002", state="killed", epochs=2, epoch=1)
@@ -236,6 +242,7 @@ async def test_log_screen_follows_appended_lines(family_home):
         assert not isinstance(app.screen, LogScreen)
 
 
+@pytest.mark.subprocess
 async def test_compare_screen_shows_the_family(family_home):
     app = console(family_home)
     async with app.run_test(size=SIZE) as pilot:
@@ -253,6 +260,7 @@ async def test_compare_screen_shows_the_family(family_home):
         assert any("no finished runs in resnet9" in text for text, _ in app.notes)
 
 
+@pytest.mark.subprocess
 async def test_help_and_quit_leave_runs_going(home, sleeper):
     proc = sleeper("20240301-120100-wrn-live-a002")
     make_run(home, "20240301-120100-wrn-live-a002", state="running", epoch=2, proc=proc, host=HOST)
@@ -276,6 +284,7 @@ def hits(app) -> int:
     return lists.first().option_count if lists else -1
 
 
+@pytest.mark.slow
 async def test_command_palette_runs_actions(family_home):
     app = console(family_home)
     async with app.run_test(size=SIZE) as pilot:

@@ -37,6 +37,7 @@ def timed_sweep(home):
     return home
 
 
+@pytest.mark.slow
 async def test_L_plots_measured_latency_of_one_device_then_throughput(timed_sweep):
     app = LowrankConsole(timed_sweep, snapshot_fn=fake_snapshot, clock=lambda: NOW, poll_interval=0.1,
                          host_interval=0.2)

@@ -25,6 +25,7 @@ train: {epochs: 200, device: cpu}
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_console_stays_under_150_mb_and_torch_free_after_a_launch(home, tmp_path):
     presets = tmp_path / "presets"
     presets.mkdir()

@@ -4,6 +4,8 @@ as escape sequences or markup."""
 
 from __future__ import annotations
 
+import pytest
+
 import json
 
 from console.tui.app import LowrankConsole
@@ -41,6 +43,8 @@ def write(run_path, files) -> None:
             path.write_text(content)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 async def test_console_shows_corrupt_runs_as_unreadable_and_keeps_running(home):
     make_run(home, GOOD)
     for run_id, (files, _) in CORRUPT.items():

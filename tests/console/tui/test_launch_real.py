@@ -59,6 +59,7 @@ async def open_launch(pilot, app, preset_index: int) -> LaunchScreen:
     return screen
 
 
+@pytest.mark.subprocess
 async def test_bad_preset_is_a_notification_and_creates_nothing(home, presets):
     app = console(home)
     async with app.run_test(size=(160, 45)) as pilot:
@@ -72,6 +73,7 @@ async def test_bad_preset_is_a_notification_and_creates_nothing(home, presets):
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 async def test_launch_and_kill_a_real_run(home, presets):
     app = console(home)
     async with app.run_test(size=(160, 45)) as pilot:
@@ -100,6 +102,8 @@ async def test_launch_and_kill_a_real_run(home, presets):
         await settle(pilot, lambda: str(app.runs_table.get_cell_at((0, 6))) == "killed", what="killed row")
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 async def test_launch_dialog_runs_the_up_front_checks(home, presets):
     """A check the worker used to make only after its run existed (CUDA here) refuses the launch
     in the dialog, through the precheck subprocess: an error note and no run directory."""

@@ -72,6 +72,7 @@ def test_short_ids_are_unique_tails():
 
 # -- three terminal sizes -----------------------------------------------------------------
 @pytest.mark.parametrize("size", [(80, 24), (120, 40), (200, 60)])
+@pytest.mark.subprocess
 async def test_every_size_shows_state_error_epoch_and_all_rows(many, size):
     app = console(many)
     async with app.run_test(size=size) as pilot:
@@ -106,6 +107,7 @@ async def test_resize_relayouts_the_table(many):
 
 
 # -- keys -------------------------------------------------------------------------------
+@pytest.mark.slow
 async def test_navigation_and_selection_keys(many):
     app = console(many)
     async with app.run_test(size=(120, 40)) as pilot:

@@ -54,6 +54,7 @@ def test_main_screen(app, snap_compare):
     assert snap_compare(app, terminal_size=SIZE, run_before=before)
 
 
+@pytest.mark.slow
 def test_overlay_and_filter(app, snap_compare):
     async def before(pilot):
         await loaded(pilot)
@@ -64,6 +65,7 @@ def test_overlay_and_filter(app, snap_compare):
     assert snap_compare(app, terminal_size=SIZE, run_before=before)
 
 
+@pytest.mark.subprocess
 def test_compare_screen(app, snap_compare):
     async def before(pilot):
         await loaded(pilot)
@@ -83,6 +85,7 @@ def test_launch_dialog(app, snap_compare):
     assert snap_compare(app, terminal_size=SIZE, run_before=before)
 
 
+@pytest.mark.slow
 def test_help_screen(app, snap_compare):
     async def before(pilot):
         await loaded(pilot)
@@ -102,6 +105,7 @@ def test_main_screen_at_terminal_sizes(app, snap_compare, size):
     assert snap_compare(app, terminal_size=size, run_before=before)
 
 
+@pytest.mark.slow
 def test_compare_screen_narrow(app, snap_compare):
     async def before(pilot):
         await loaded(pilot)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import subprocess
 import sys
 
@@ -47,6 +49,7 @@ async def test_studies_screen_lists_studies_and_trials(home):
         await settle(pilot, lambda: not isinstance(app.screen, StudiesScreen), what="back")
 
 
+@pytest.mark.subprocess
 def test_study_listing_loads_neither_optuna_nor_torch(home):
     make_study(home)
     code = ("import sys; from console.tune.listing import list_studies; "

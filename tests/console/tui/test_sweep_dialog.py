@@ -57,6 +57,7 @@ def test_request_is_the_cli_arguments(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 async def test_sweep_from_the_dialog_runs_to_its_live_pareto_view(home, presets):
     app = console(home)
     async with app.run_test(size=(120, 40)) as pilot:

@@ -59,6 +59,7 @@ def _run(preset: Path, overrides: list[str]) -> RunDir:
     return run
 
 
+@pytest.mark.subprocess
 def test_a_run_ships_its_best_weights(home):
     run = _run(REPO / "presets" / "quickstart.yaml", ["train.epochs=2"])
     net = from_run(run.path)

@@ -45,6 +45,7 @@ def test_every_registered_method_exports_and_computes_what_eager_computes(name, 
 
 
 @needs_onnx
+@pytest.mark.slow
 def test_the_onnx_runtime_graph_runs_the_counted_eval_path(tmp_path):
     """ACDC at 16 -> 32 counts the collapsed matrix: after ONNX Runtime's load-time folding the graph is
     the convolutions alone. At 512 channels it counts the transform: the DFT runs at inference."""

@@ -100,6 +100,7 @@ def test_every_network_shape_builds_with_exact_counts_and_bounded_ranks(name):
 
 
 @pytest.mark.parametrize("name", TENSOR_METHODS)
+@pytest.mark.slow
 def test_every_network_shape_runs_forward_like_conv2d(name):
     """Real forward at rank 1 (the setting that crashed CP in the notes) and at a moderate scale."""
     method = get_method(name)

@@ -54,6 +54,7 @@ def test_identical_layers_are_fitted_once_and_labelled():
     assert "same layer as dense" in rows[1]["note"]
 
 
+@pytest.mark.slow
 def test_two_worker_processes_give_the_same_rows():
     variants = [Variant("generic", 0.25), Variant("hashed", 0.5)]
     settings = ApproxSettings(n=8, steps=40, seeds=2)
