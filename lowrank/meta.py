@@ -119,13 +119,23 @@ def _pool_shape(x: torch.Tensor, kernel_size, stride=None, padding=0, dilation=1
     return (*x.shape[:-2], *size)
 
 
-def _cat(func, args, kwargs):
-    """``torch.cat`` of meta tensors of one rank and dtype: the sizes along ``dim`` add up."""
+def _sequence_on_meta(args, kwargs) -> tuple[list[torch.Tensor], int] | None:
+    """(tensors, dim) of a ``torch.cat``/``torch.stack`` call this module answers: a non-empty
+    sequence of meta tensors of one dtype and an int ``dim``; None for any other form."""
     tensors = list(args[0] if args else kwargs["tensors"])
     dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
-    if (not tensors or any(not _on_meta(t) for t in tensors) or len({t.dim() for t in tensors}) != 1
-            or len({t.dtype for t in tensors}) != 1 or not isinstance(dim, int) or set(kwargs) - {"tensors", "dim"}):
+    if (not tensors or any(not _on_meta(t) for t in tensors) or len({t.dtype for t in tensors}) != 1
+            or not isinstance(dim, int) or set(kwargs) - {"tensors", "dim"}):
+        return None
+    return tensors, dim
+
+
+def _cat(func, args, kwargs):
+    """``torch.cat`` of meta tensors of one rank and dtype: the sizes along ``dim`` add up."""
+    found = _sequence_on_meta(args, kwargs)
+    if found is None or len({t.dim() for t in found[0]}) != 1:
         return func(*args, **kwargs)
+    tensors, dim = found
     shape = list(tensors[0].shape)
     dim = dim % len(shape)
     if any(tuple(t.shape[:dim]) + tuple(t.shape[dim + 1:]) != tuple(shape[:dim] + shape[dim + 1:]) for t in tensors):
@@ -136,11 +146,10 @@ def _cat(func, args, kwargs):
 
 def _stack(func, args, kwargs):
     """``torch.stack`` of meta tensors of one shape and dtype: a new axis of their number at ``dim``."""
-    tensors = list(args[0] if args else kwargs["tensors"])
-    dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
-    if (not tensors or any(not _on_meta(t) for t in tensors) or len({tuple(t.shape) for t in tensors}) != 1
-            or len({t.dtype for t in tensors}) != 1 or not isinstance(dim, int) or set(kwargs) - {"tensors", "dim"}):
+    found = _sequence_on_meta(args, kwargs)
+    if found is None or len({tuple(t.shape) for t in found[0]}) != 1:
         return func(*args, **kwargs)  # mismatched shapes or a form not handled here: torch's own answer
+    tensors, dim = found
     shape = list(tensors[0].shape)
     if not -len(shape) - 1 <= dim <= len(shape):
         return func(*args, **kwargs)  # let torch say why

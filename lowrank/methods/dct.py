@@ -50,11 +50,7 @@ def _tables(n: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Ten
 def _make_tables(n: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The tables of :func:`_tables` from closed forms in real arithmetic (an exporter traces them):
     perm[i] = 2i for i < ceil(N/2), else 2(N-i)-1 (evens ascending, then odds descending); its
-    inverse sends an even j to j/2 and an odd j to N-(j+1)/2. For the meta device (counting, the
-    budget solve) they are made on the CPU and moved: the first ``torch.cos`` on meta imports
-    torch's Python reference kernels, a one-off second that was most of a meta ACDC solve."""
-    if device.type == "meta":
-        return tuple(table.to(device) for table in _make_tables(n, torch.device("cpu"), dtype))
+    inverse sends an even j to j/2 and an odd j to N-(j+1)/2."""
     i = torch.arange(n, device=device)
     perm = torch.where(i < (n + 1) // 2, 2 * i, 2 * (n - i) - 1)
     inverse = torch.where(i % 2 == 0, i // 2, n - (i + 1) // 2)
@@ -161,10 +157,7 @@ def _spectral_tables(n: int, device: torch.device, dtype: torch.dtype) -> tuple[
 
 
 def _make_spectral_tables(n: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """The tables of :func:`_spectral_tables`; 1 / (s_k e^(i a_k)) = e^(-i a_k) / s_k in real arithmetic
-    (for meta made on the CPU and moved, as :func:`_make_tables`)."""
-    if device.type == "meta":
-        return tuple(table.to(device) for table in _make_spectral_tables(n, torch.device("cpu"), dtype))
+    """The tables of :func:`_spectral_tables`; 1 / (s_k e^(i a_k)) = e^(-i a_k) / s_k in real arithmetic."""
     k = torch.arange(n // 2 + 1, device=device)
     _, _, twiddle = _make_tables(n, device, dtype)
     magnitude = twiddle.abs()

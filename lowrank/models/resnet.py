@@ -49,6 +49,17 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
+def add_bottleneck_layers(block: nn.Module, in_channels: int, inner: int, out_channels: int, stride: int) -> None:
+    """The bottleneck's layers, in this order (its state-dict order, torchvision's too): conv1 1x1
+    to ``inner``, bn1, conv2 3x3 (``stride``), bn2, conv3 1x1 to ``out_channels``, bn3."""
+    block.conv1 = nn.Conv2d(in_channels, inner, 1, bias=False)
+    block.bn1 = nn.BatchNorm2d(inner)
+    block.conv2 = nn.Conv2d(inner, inner, 3, stride=stride, padding=1, bias=False)
+    block.bn2 = nn.BatchNorm2d(inner)
+    block.conv3 = nn.Conv2d(inner, out_channels, 1, bias=False)
+    block.bn3 = nn.BatchNorm2d(out_channels)
+
+
 class Bottleneck(nn.Module):
     """conv1x1-BN-ReLU-conv3x3(stride)-BN-ReLU-conv1x1-BN, plus the shortcut, then ReLU.
 
@@ -61,12 +72,7 @@ class Bottleneck(nn.Module):
     def __init__(self, in_channels: int, planes: int, stride: int = 1, wide: float = 1.0) -> None:
         super().__init__()
         inner, out_channels = max(1, int(round(planes * wide))), planes * self.expansion
-        self.conv1 = nn.Conv2d(in_channels, inner, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(inner)
-        self.conv2 = nn.Conv2d(inner, inner, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(inner)
-        self.conv3 = nn.Conv2d(inner, out_channels, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(out_channels)
+        add_bottleneck_layers(self, in_channels, inner, out_channels, stride)
         self.shortcut = projection_shortcut(in_channels, out_channels, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from .registry import register_model
+from .resnet import add_bottleneck_layers
 
 TAP_NAMES = ("layer1", "layer2", "layer3", "layer4")
 BLOCKS = (3, 4, 6, 3)  # ResNet-50's bottleneck blocks per stage
@@ -32,12 +33,7 @@ class WideBottleneck(nn.Module):
     def __init__(self, in_channels: int, planes: int, stride: int = 1) -> None:
         super().__init__()
         inner, out_channels = planes * WIDTH_FACTOR, planes * self.expansion
-        self.conv1 = nn.Conv2d(in_channels, inner, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(inner)
-        self.conv2 = nn.Conv2d(inner, inner, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(inner)
-        self.conv3 = nn.Conv2d(inner, out_channels, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(out_channels)
+        add_bottleneck_layers(self, in_channels, inner, out_channels, stride)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = None
         if stride != 1 or in_channels != out_channels:
