@@ -107,6 +107,7 @@ def test_the_console_launch_precheck_refuses_the_same(tmp_path, absent):
     assert not (tmp_path / "home").exists()
 
 
+@pytest.mark.subprocess
 @pytest.mark.skipif(extras.installed("tensorboard"), reason="the tensorboard extra is installed here: the child "
                                                             "process would find it (.ci/run's base venv runs this)")
 def test_the_console_launch_precheck_child_refuses_on_a_base_install(tmp_path):
