@@ -13,8 +13,13 @@ Data-parallel runs (``resources.nproc`` N > 1): the one process started is torch
 ``python -m torch.distributed.run --standalone --nproc-per-node N -m lowrank.train RUN_DIR``;
 its elastic agent starts the N ranks (each in its own session, all carrying
 ``LOWRANK_RUN_ID``), forwards a SIGTERM to them and reports their exit. The status ``pid`` is
-the agent's; rank 0 adds ``world_size``, ``launcher`` and ``rank_pids``. Kill finds the
+the agent's; rank 0 adds ``world_size``, ``launcher``, ``rank_pids`` and ``nodes``. Kill finds the
 ranks and their DataLoader workers as the agent's descendants (and by the run's variable).
+
+Node 0 of a run on several machines started by hand (``rendezvous``, :mod:`console.backends.nodes`):
+the same, with torchrun's static rendezvous (``--nnodes N --node-rank 0 --master-addr HOST
+--master-port PORT``) instead of ``--standalone``; the other nodes join it with their own
+torchrun, and a kill here stops them too (their ranks stop at the same step as these).
 
 Reaping: the worker is our child; a daemon thread waits on it, so a long-lived launcher
 (scheduler, TUI) never accumulates zombies, and the thread records the exit code when
@@ -105,12 +110,16 @@ def run_processes(run: RunDir, status: Mapping[str, Any] | None = None) -> dict[
 
 
 def worker_command(run: RunDir, *, resume: bool = False, python: str = sys.executable,
-                   worker: str | None = None, nproc: int = 1) -> list[str]:
+                   worker: str | None = None, nproc: int = 1, rendezvous: Any = None) -> list[str]:
     """The worker's argv: ``python -m lowrank.train RUN_DIR [--resume]``; with ``nproc`` > 1 the
-    same worker under torchrun, one rank per process."""
+    same worker under torchrun, one rank per process; with a ``rendezvous``
+    (:class:`console.backends.nodes.Rendezvous`) torchrun's static rendezvous of several machines."""
     worker = worker or os.environ.get(WORKER_ENV) or WORKER_MODULE
     target = [worker] if worker.endswith(".py") else ["-m", worker]
-    launcher = [*TORCHRUN, "--nproc-per-node", str(nproc)] if nproc > 1 else []
+    if rendezvous is not None:
+        launcher = [*TORCHRUN[:2], *rendezvous.torchrun_args(), "--nproc-per-node", str(nproc)]
+    else:
+        launcher = [*TORCHRUN, "--nproc-per-node", str(nproc)] if nproc > 1 else []
     return [python, *launcher, *target, str(run.path), *(["--resume"] if resume else [])]
 
 
@@ -140,8 +149,10 @@ def _reap(run: RunDir, proc: subprocess.Popen) -> None:
 
 def start_worker(run: RunDir, *, gpus: list[int] | None = None, resume: bool = False,
                  python: str = sys.executable, extra_env: Mapping[str, str] | None = None,
-                 worker: str | None = None) -> int:
+                 worker: str | None = None, rendezvous: Any = None) -> int:
     """Launch the run's worker in its own session; returns its pid.
+
+    ``rendezvous``: this host is node 0 of a run on several machines (console.backends.nodes).
 
     ``gpus``: the GPU indices to expose (``[]`` = CPU only, ``None`` = choose free GPUs
     now as the scheduler would, or inherit the environment where NVML sees no GPU).
@@ -157,7 +168,11 @@ def start_worker(run: RunDir, *, gpus: list[int] | None = None, resume: bool = F
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(index) for index in gpus)
     env.update(extra_env or {})
     nproc = run_nproc(run)
-    command = worker_command(run, resume=resume, python=python, worker=worker, nproc=nproc)
+    command = worker_command(run, resume=resume, python=python, worker=worker, nproc=nproc, rendezvous=rendezvous)
+    if rendezvous is not None:
+        shape = {**rendezvous.status_fields(nproc), "launcher": "torchrun", "rank_pids": None, "nodes": None}
+    else:
+        shape = {"world_size": nproc, "launcher": "torchrun", "rank_pids": None} if nproc > 1 else {}
 
     with locked_status(run) as status:
         state = status.get("state")
@@ -185,7 +200,7 @@ def start_worker(run: RunDir, *, gpus: list[int] | None = None, resume: bool = F
                       command=command, cwd=os.getcwd(), attempt=int(status.get("attempt") or 0) + 1,
                       launch_epoch=int(status.get("epoch") or 0) if resume else 0, resume=resume,
                       exit_code=None, ended=None, error=None, kill_requested=None, waiting=None,
-                      **({"world_size": nproc, "launcher": "torchrun", "rank_pids": None} if nproc > 1 else {}))
+                      **shape)
     threading.Thread(target=_reap, args=(run, proc), name=f"reap-{proc.pid}", daemon=True).start()
     return proc.pid
 
@@ -348,8 +363,8 @@ class LocalBackend(Backend):
     name = "local"
 
     def start(self, run: RunDir, *, gpus: list[int] | None = None, resume: bool = False,
-              extra_env: Mapping[str, str] | None = None) -> int:
-        return start_worker(run, gpus=gpus, resume=resume, extra_env=extra_env)
+              extra_env: Mapping[str, str] | None = None, rendezvous: Any = None) -> int:
+        return start_worker(run, gpus=gpus, resume=resume, extra_env=extra_env, rendezvous=rendezvous)
 
     def kill(self, run: RunDir, *, grace: float = 10.0, force: bool = False) -> KillReport:
         return kill_run(run, grace=grace, force=force)

@@ -86,6 +86,8 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="print JSON (the plan, or the sweep)")] = False,
         backend: Annotated[Optional[str], typer.Option("--backend", help="local (this host's queue) or slurm (the "
                                                                          "sweep as one Slurm job array)")] = None,
+        nodes: Annotated[Optional[int], typer.Option("--nodes", help="Slurm: each run one job on N nodes, "
+                                                                     "resources.nproc ranks on each (sets slurm.nodes)")] = None,
     ) -> None:
         """Plan a sweep (method x budget x seed x --grid keys, hp solved per budget) and queue its runs."""
         from console import compare
@@ -94,6 +96,12 @@ def register(app: typer.Typer) -> None:
             from console.commands.run import backend_override
 
             set_ = [*set_, backend_override(backend)]
+        if nodes is not None:  # every run of the sweep spans N Slurm nodes; refused here for a local sweep
+            from console.commands.run import check_nodes_backend, nodes_override
+            from lowrank.config import load
+
+            set_ = [*set_, nodes_override(nodes)]
+            check_nodes_backend(load(preset, set_), nodes)
 
         requirement = _requirement(gpus, cpu)
         plan = compare.plan_sweep(preset, _split(methods, "--methods"), _split(budgets, "--budgets", float),

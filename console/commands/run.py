@@ -3,6 +3,11 @@
 ``--nproc N`` trains data-parallel: the worker runs under torchrun with N ranks (one per GPU,
 or N gloo processes with ``--cpu``); ``data.batch_size`` stays the global batch.
 
+Several machines: ``--nodes N`` with ``--backend slurm`` is one Slurm job on N nodes (``--nproc``
+ranks on each); without Slurm, ``--nnodes N --node-rank R --master HOST:PORT`` on every machine
+(torchrun's static rendezvous; :mod:`console.backends.nodes`): node 0 creates and writes the
+run, node R > 0 joins it and writes only its own log.
+
 In the foreground the worker runs in its own process group while this command draws a
 progress bar from the run directory (the worker never talks to the console); Ctrl-C
 stops the worker cleanly (state ``killed``). With ``--detach`` the run is queued for
@@ -42,10 +47,35 @@ def register(app: typer.Typer) -> None:
         backend: Annotated[Optional[str], typer.Option("--backend", help="where the worker runs: local (this host) or "
                                                                          "slurm (a job with the preset's slurm: section); "
                                                                          "default: resources.backend")] = None,
+        nodes: Annotated[Optional[int], typer.Option("--nodes", help="Slurm: one job on N nodes, --nproc ranks on "
+                                                                     "each (sets slurm.nodes)")] = None,
+        nnodes: Annotated[Optional[int], typer.Option("--nnodes", help="without Slurm: the run spans N machines; run "
+                                                                       "this command on each with its --node-rank")] = None,
+        node_rank: Annotated[Optional[int], typer.Option("--node-rank", help="with --nnodes: this machine's place, 0 on "
+                                                                             "the machine of --master")] = None,
+        master: Annotated[Optional[str], typer.Option("--master", help="with --nnodes: HOST:PORT of node 0, where "
+                                                                       "the nodes meet (torchrun's static rendezvous)")] = None,
     ) -> None:
         """Run an experiment from a preset (or --resume an earlier run)."""
         from lowrank.errors import UserError
 
+        from console.backends import nodes as by_hand
+
+        rendezvous = by_hand.parse(nnodes, node_rank, master)  # bad values: one line, before anything exists
+        if nodes is not None:
+            if resume:
+                raise UserError("--resume keeps the run's slurm.nodes; drop --nodes", key="--nodes")
+            if nnodes is not None:
+                raise UserError("--nodes is a Slurm job's node count and --nnodes a run started by hand on each "
+                                "machine: give one of them", key="--nodes")
+            set_ = [*set_, nodes_override(nodes)]
+        if rendezvous is not None:
+            if detach:
+                raise UserError("--detach cannot start a run on several machines: run each node's `lowrank run` in "
+                                "the foreground (e.g. under tmux or nohup)", key="--detach")
+            if backend not in (None, "local"):
+                raise UserError("--nnodes/--node-rank/--master start a run by hand on each machine; a Slurm job gets "
+                                "its nodes from --nodes", key="--nnodes", hint="--backend slurm --nodes N")
         if backend is not None:
             if resume:
                 raise UserError("--resume continues a run on its own backend; drop --backend", key="--backend")
@@ -60,7 +90,10 @@ def register(app: typer.Typer) -> None:
         if name is not None and (not name.strip() or resume):
             raise UserError("--name needs a non-empty name" if not resume else
                             "--resume keeps the run's name; drop --name", key="--name")
-        run_dir = _prepare(preset, set_, resume, placement={"gpus": gpus, "gpu": gpu, "cpu": cpu}, name=name)
+        placement = {"gpus": gpus, "gpu": gpu, "cpu": cpu}
+        if rendezvous is not None and rendezvous.node_rank > 0:  # join node 0's run: write nothing but a log
+            raise typer.Exit(_join(preset, set_, resume, rendezvous, placement, name=name, as_json=as_json))
+        run_dir = _prepare(preset, set_, resume, placement=placement, name=name, nodes=nodes, rendezvous=rendezvous)
         if detach:
             from console.scheduler import requirement_from_cli, submit
 
@@ -68,7 +101,8 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps({"run_id": run_dir.run_id, "run_dir": str(run_dir.path), "state": "queued"})
                        if as_json else run_dir.run_id)
             return
-        code = run_foreground(run_dir, resume=resume is not None, gpus=gpu or [], cpu=cpu, as_json=as_json)
+        code = run_foreground(run_dir, resume=resume is not None, gpus=gpu or [], cpu=cpu, as_json=as_json,
+                              rendezvous=rendezvous)
         raise typer.Exit(code)
 
 
@@ -80,16 +114,47 @@ def backend_override(name: str) -> str:
     return f"resources.backend={name}"
 
 
+def nodes_override(nodes: int) -> str:
+    """``--nodes N`` as the override ``slurm.nodes=N`` (N >= 1; one line otherwise)."""
+    from lowrank.errors import UserError
+
+    if nodes < 1:
+        raise UserError(f"--nodes must be at least 1, got {nodes}", key="--nodes",
+                        hint="the Slurm job's nodes, e.g. --backend slurm --nodes 2")
+    return f"slurm.nodes={nodes}"
+
+
+def check_nodes_backend(config, nodes: Optional[int]) -> None:
+    """``--nodes N`` > 1 is a Slurm job's node count: refused (one line) for a run on this host."""
+    from lowrank.errors import UserError
+
+    if nodes is not None and nodes > 1 and config.resources.backend != "slurm":
+        raise UserError(f"--nodes {nodes} is the node count of a Slurm job, but the run's backend is "
+                        f"{config.resources.backend}", key="--nodes",
+                        hint="add --backend slurm, or without Slurm start each machine with --nnodes N "
+                             "--node-rank R --master HOST:PORT")
+
+
+def _check_by_hand(config, rendezvous) -> None:
+    from lowrank.errors import UserError
+
+    if rendezvous is not None and config.resources.backend != "local":
+        raise UserError(f"--nnodes starts a run by hand on each machine, but the preset's resources.backend is "
+                        f"{config.resources.backend}", key="--nnodes",
+                        hint="--backend local, or let Slurm place the nodes: --backend slurm --nodes N")
+
+
 def _prepare(preset: Optional[Path], overrides: list[str], resume: Optional[str], placement: dict,
-             name: Optional[str] = None):
+             name: Optional[str] = None, nodes: Optional[int] = None, rendezvous=None):
     """Validate the preset, run the up-front checks, and only then create its run directory
-    (or find the run to resume)."""
+    (or find the run to resume). ``rendezvous``: this is node 0 of a run on several machines."""
     from lowrank.config import from_dict, load
     from lowrank.errors import UserError
-    from lowrank.rundir import CONFIG_FILE, RunDir
+    from lowrank.rundir import CONFIG_FILE, RunDir, lowrank_home
 
     from console.precheck import precheck
 
+    nnodes = rendezvous.nnodes if rendezvous is not None else 1
     if resume:
         if preset is not None or overrides:
             raise UserError("--resume continues a run with its saved config; drop PRESET and --set", key="--resume")
@@ -97,24 +162,110 @@ def _prepare(preset: Optional[Path], overrides: list[str], resume: Optional[str]
 
         target = RunStore().resolve(resume)
         source = str(target.file(CONFIG_FILE))
-        precheck(from_dict(target.read_config(), source=source), source=source, **placement)
+        config = from_dict(target.read_config(), source=source)
+        _check_by_hand(config, rendezvous)
+        precheck(config, source=source, nnodes=nnodes, **placement)
+        _check_home(rendezvous)
         # refuses a running or finished run, or one without a checkpoint; keeps the attempt history
         return relaunch(target, resume=True)
     if preset is None:
         raise UserError("missing PRESET", hint="lowrank run presets/quickstart.yaml")
     config = load(preset, overrides)  # raises ConfigError before anything is created
-    precheck(config, source=preset, overrides=overrides, **placement)  # budget, device, GPUs, data files, teacher: the worker's checks, up front
+    check_nodes_backend(config, nodes)
+    _check_by_hand(config, rendezvous)
+    # budget, device, GPUs, data files, teacher: the worker's checks, up front
+    precheck(config, source=preset, overrides=overrides, nnodes=nnodes, **placement)
+    _check_home(rendezvous)
     from console.naming import name_run
 
-    return RunDir.create(name_run(config.to_dict(), overrides, name), extra_status={"preset": str(preset)})
+    extra = {"preset": str(preset)}
+    if rendezvous is not None:  # how node R finds this run (console.backends.nodes.find_run)
+        extra.update(rendezvous.status_fields(config.resources.nproc))
+    return RunDir.create(name_run(config.to_dict(), overrides, name), home=lowrank_home(), extra_status=extra)
 
 
-def run_foreground(run_dir, *, resume: bool, gpus: list[int], cpu: bool, as_json: bool) -> int:
+def _check_home(rendezvous) -> None:
+    """A run on several machines: its directory must be where every machine sees it (warning or refusal)."""
+    if rendezvous is None:
+        return
+    from lowrank.rundir import lowrank_home
+
+    from console.backends.nodes import check_home
+
+    warning = check_home(rendezvous, lowrank_home())
+    if warning:
+        typer.secho(warning, fg="yellow", err=True)
+
+
+def _join(preset: Optional[Path], overrides: list[str], resume: Optional[str], rendezvous, placement: dict,
+          *, name: Optional[str], as_json: bool) -> int:
+    """Node R > 0 of a run on several machines: check, find node 0's run, start this node's torchrun,
+    follow the run (reading only), and stop this node's ranks on Ctrl-C (they stop every node)."""
+    import signal
+    import subprocess
+
+    from lowrank.config import load
+    from lowrank.errors import UserError
+    from lowrank.rundir import FINAL_STATES, lowrank_home
+
+    from console.backends import nodes as by_hand
+    from console.backends.local import run_nproc
+    from console.precheck import precheck
+
+    config_dict, run_id = None, None
+    if resume:
+        if preset is not None or overrides:
+            raise UserError("--resume continues a run with its saved config; drop PRESET and --set", key="--resume")
+        from console.run_ids import resolve_in
+        from lowrank.rundir import runs_root
+
+        run_id = resolve_in(runs_root(lowrank_home()), resume).run_id
+    else:
+        if preset is None:
+            raise UserError("missing PRESET", hint="lowrank run presets/quickstart.yaml")
+        config = load(preset, overrides)
+        _check_by_hand(config, rendezvous)
+        precheck(config, source=preset, overrides=overrides, nnodes=rendezvous.nnodes, **placement)
+        from console.naming import name_run
+
+        config_dict = name_run(config.to_dict(), overrides, name)
+    _check_home(rendezvous)
+    run_dir = by_hand.find_run(rendezvous, config_dict, home=lowrank_home(), run_id=run_id,
+                               say=lambda text: typer.echo(text, err=True))
+    resume_flag = bool(run_dir.read_status().get("resume"))
+    proc = by_hand.join(run_dir, rendezvous, nproc=run_nproc(run_dir), resume=resume_flag,
+                        gpus=[] if placement.get("cpu") else placement.get("gpu") or None)
+    if not as_json:
+        typer.echo(f"run {run_dir.run_id}  (node {rendezvous.node_rank}/{rendezvous.nnodes}: torchrun pid {proc.pid}, "
+                   f"log {run_dir.path / rendezvous.log_name()})")
+    try:
+        status = _follow(run_dir, proc.pid, quiet=as_json, alive=lambda: proc.poll() is None, readonly=True)
+    except KeyboardInterrupt:
+        typer.echo("\nstopping (Ctrl-C): this node's ranks stop, and every node with them...", err=True)
+        proc.send_signal(signal.SIGTERM)  # torchrun's agent passes it to this node's ranks
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        status = run_dir.read_status()
+    code = proc.wait()
+    deadline = time.monotonic() + 30
+    while status.get("state") not in FINAL_STATES and time.monotonic() < deadline:  # node 0 records the end
+        time.sleep(POLL_SECONDS)
+        status = run_dir.read_status()
+    _print_summary(run_dir, status, as_json)
+    if status.get("state") in FINAL_STATES:
+        return int(status.get("exit_code") or (0 if status.get("state") == "finished" else 1))
+    return code or 1
+
+
+def run_foreground(run_dir, *, resume: bool, gpus: list[int], cpu: bool, as_json: bool, rendezvous=None) -> int:
     """Start the worker, draw its progress until it ends, stop it cleanly on Ctrl-C."""
     from console import backends
 
     backend = backends.for_run(run_dir)
-    pid = backend.start(run_dir, gpus=[] if cpu else gpus or None, resume=resume)
+    start = {"rendezvous": rendezvous} if rendezvous is not None else {}
+    pid = backend.start(run_dir, gpus=[] if cpu else gpus or None, resume=resume, **start)
     if not as_json:
         typer.echo(f"run {run_dir.run_id}  ({backend.describe(pid)}, log {run_dir.path / 'output.log'})")
     # a job elsewhere (Slurm): its backend says whether it still exists; locally the pid does
@@ -129,10 +280,11 @@ def run_foreground(run_dir, *, resume: bool, gpus: list[int], cpu: bool, as_json
     return int(status.get("exit_code") or (0 if status.get("state") == "finished" else 1))
 
 
-def _follow(run_dir, pid: int, quiet: bool, alive=None) -> dict:
+def _follow(run_dir, pid: int, quiet: bool, alive=None, readonly: bool = False) -> dict:
     """Poll the run directory, updating a progress bar, until the worker has ended.
 
-    ``alive``: whether the worker (or its job) still exists; default: the local pid lives."""
+    ``alive``: whether the worker (or its job) still exists; default: the local pid lives.
+    ``readonly``: this process may not write the run (a joined node): the status as it is."""
     import psutil
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -166,6 +318,8 @@ def _follow(run_dir, pid: int, quiet: bool, alive=None) -> dict:
                 return status
             if not (alive() if alive is not None else _alive(psutil, pid)):
                 time.sleep(POLL_SECONDS)  # let a final status write land
+                if readonly:
+                    return run_dir.read_status()
                 from console.runs import reconcile
 
                 status = reconcile(run_dir)  # a Slurm run: the job's final state

@@ -3,7 +3,7 @@
 Shape (a Typer group whose default command is ``run``)::
 
     lowrank tune [run] PRESET --space KEY=SPEC ... --trials N [--pruner hyperband|median|none]
-                 [--metric best_val_err1] [--method M --budget B] [--backend local|slurm]
+                 [--metric best_val_err1] [--method M --budget B] [--backend local|slurm [--nodes N]]
                  [--parallel K] [--storage URL] [--name NAME] [--seed S] [--set K=V ...] [--cpu | --gpus N]
     lowrank tune show STUDY|last [--json] [--no-plot]
     lowrank tune resume STUDY --trials M [--parallel K]
@@ -50,6 +50,8 @@ def register(app: typer.Typer) -> None:
         budget: Annotated[Optional[float], typer.Option("--budget", help="parameter budget (fraction of dense) of "
                                                                          "every trial: hp solved per trial")] = None,
         backend: Annotated[str, typer.Option("--backend", help="local (this host's queue) or slurm")] = "local",
+        nodes: Annotated[Optional[int], typer.Option("--nodes", help="with --backend slurm: each trial one job on N "
+                                                                     "nodes (sets slurm.nodes)")] = None,
         parallel: Annotated[int, typer.Option("--parallel", "-j", help="trials in flight at once")] = 1,
         storage: Annotated[Optional[str], typer.Option("--storage", help="optuna storage URL (default: a journal "
                                                                          "file under $LOWRANK_HOME/studies/)")] = None,
@@ -72,6 +74,13 @@ def register(app: typer.Typer) -> None:
             raise UserError("--trials N is required (N >= 1)", key="--trials", hint="e.g. --trials 12")
         if cpu and gpus:
             raise UserError("--cpu cannot be combined with --gpus", key="--cpu")
+        if nodes is not None:  # every trial a job on N Slurm nodes
+            from console.commands.run import nodes_override
+
+            if nodes > 1 and backend != "slurm":
+                raise UserError(f"--nodes {nodes} is the node count of a Slurm job, but the trials run on "
+                                f"--backend {backend}", key="--nodes", hint="add --backend slurm")
+            set_ = [*set_, nodes_override(nodes)]
         manifest = driver.plan_study(preset, space=space, trials=trials, overrides=set_, metric=metric, pruner=pruner,
                                      method=method, budget=budget, backend=backend, parallel=parallel,
                                      storage=storage, name=name, seed=seed,

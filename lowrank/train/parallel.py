@@ -9,7 +9,8 @@
   checkpoint is one consistent state); :func:`rank_states` gives each rank its RNG back on resume.
 - :func:`wrap`: ``DistributedDataParallel`` around the student (BatchNorm synchronised first when
   ``train.sync_bn``); :func:`sync_buffers` gives every rank rank 0's buffers before evaluating.
-- :func:`process_facts`: the status fields naming the run's processes (pid, world size, rank pids).
+- :func:`process_facts`: the status fields naming the run's processes (pid, world size, rank pids,
+  the nodes and which ranks each runs).
 """
 
 from __future__ import annotations
@@ -126,13 +127,46 @@ def sync_buffers(model: nn.Module, group: Solo) -> None:
 def process_facts(group: Solo) -> dict[str, Any]:
     """Status fields for the run's processes: ``pid``/``pgid`` of what the launcher started (the
     worker itself, or torchrun's agent, its ranks' parent), and with W ranks ``world_size``,
-    ``launcher``, ``rank_pids`` and ``rank_hosts`` (gathered: every rank must call this)."""
+    ``launcher``, ``rank_pids``, ``rank_hosts`` and ``nodes`` (gathered: every rank must call this).
+
+    ``nodes`` lists every node of the run in node-rank order: its name (Slurm's node name, else
+    the hostname), host, node rank, torchrun agent's pid (None without torchrun), and its ranks
+    and their pids. Under Slurm (``LOWRANK_LAUNCHER=slurm``) the job's task on the first node
+    recorded ``pid``; rank 0's agent may be on another node, so it is not made the run's pid.
+    Ranks whose launchers marked them for different runs (``LOWRANK_RUN_ID``: a node that joined
+    a stale run at the same rendezvous) all refuse to train (UserError)."""
     if not group.distributed:
         return {"pid": os.getpid(), "pgid": os.getpgid(0)}
-    pids = group.gather((os.getpid(), socket.gethostname()))
+    torchrun = group.env.launcher == "torchrun"
+    host = socket.gethostname()
+    me = {"rank": group.rank, "pid": os.getpid(), "host": host, "node": os.environ.get("SLURMD_NODENAME") or host,
+          "node_rank": int(os.environ.get("GROUP_RANK") or 0) if torchrun else None,
+          "agent_pid": os.getppid() if torchrun else None}
+    me["run_id"] = os.environ.get("LOWRANK_RUN_ID")  # the launchers' mark of the run
+    ranks = group.gather(me)
+    runs = {rank["run_id"] for rank in ranks if rank["run_id"]}
+    if len(runs) > 1:  # a node joined another run at the same rendezvous (a stale one): no rank may train
+        mine = [rank["rank"] for rank in ranks if rank["run_id"] != ranks[0]["run_id"]]
+        raise UserError(f"the ranks belong to different runs ({', '.join(sorted(runs))}): rank(s) "
+                        f"{', '.join(map(str, mine))} joined the rendezvous of rank 0's run {ranks[0]['run_id']}",
+                        key="--master", hint="start every node for the same run (one rendezvous address and port "
+                                             "per run)")
+    nodes: dict[Any, dict[str, Any]] = {}
+    for rank in ranks:
+        key = (rank["node_rank"], rank["node"]) if torchrun else (None, rank["node"])
+        entry = nodes.setdefault(key, {"node": rank["node"], "host": rank["host"], "node_rank": rank["node_rank"],
+                                       "agent_pid": rank["agent_pid"], "ranks": [], "pids": []})
+        entry["ranks"].append(rank["rank"])
+        entry["pids"].append(rank["pid"])
+    listed = sorted(nodes.values(), key=lambda node: (node["node_rank"] if node["node_rank"] is not None else 0,
+                                                      node["ranks"][0]))
+    if not torchrun:
+        for index, node in enumerate(listed):
+            node["node_rank"] = index
     facts: dict[str, Any] = {"world_size": group.world_size, "launcher": group.env.launcher,
-                             "rank_pids": [pid for pid, _ in pids], "rank_hosts": [host for _, host in pids]}
-    if group.env.launcher == "torchrun":  # the launcher started the agent: its pid stays the run's pid
-        agent = os.getppid()
+                             "rank_pids": [rank["pid"] for rank in ranks],
+                             "rank_hosts": [rank["host"] for rank in ranks], "nnodes": len(listed), "nodes": listed}
+    if torchrun and os.environ.get("LOWRANK_LAUNCHER") != "slurm":  # the launcher started the agent: its pid
+        agent = os.getppid()                                           # stays the run's pid
         facts.update(pid=agent, pgid=os.getpgid(agent))
     return facts

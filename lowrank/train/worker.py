@@ -13,6 +13,10 @@ run ended, the others only exit with the same code (lowrank.distributed, lowrank
 sends before the time limit or a preemption) stops the worker the same way at the next
 step, but it is not a kill: the run keeps its non-final state, the end event says
 ``preempted`` and the backend requeues it to resume from the last checkpoint.
+
+``LOWRANK_MAIN_LOG`` (a path; set by the Slurm backend for a job on several nodes, where each
+node's launcher writes its own log and rank 0 may be on any node): rank 0 appends its stdout
+and stderr to that file (the run's output.log) instead of its node's log.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from ..trial import Pruned
 from .stop import StopFlag, StopRequested
 
 PREEMPT_ENV = "LOWRANK_PREEMPT_SIGNAL"  # a signal name (USR2, SIGUSR1): stop for a requeue, not a kill
+MAIN_LOG_ENV = "LOWRANK_MAIN_LOG"  # rank 0's output goes to this file (the run's output.log)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if env.is_main and os.environ.get(MAIN_LOG_ENV):
+        _output_to(Path(os.environ[MAIN_LOG_ENV]), env)
     if not env.is_main:  # rank 0 writes the run directory; this rank only reads it
         from .parallel import FollowerRun
 
@@ -101,6 +108,21 @@ def main(argv: list[str] | None = None) -> int:
     run.update_status(results_written=True)
     print(f"finished: test err {summary['test_err1']:.2f}% (best val {summary['best_val_err1']:.2f}%)", flush=True)
     return 0
+
+
+def _output_to(path: Path, env) -> None:
+    """Rank 0's stdout and stderr from now on appended to ``path`` (its node's log says where)."""
+    import socket
+
+    node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+    print(f"rank 0 of {env.world_size} is on node {node}: its output continues in {path}", flush=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    print(f"\n=== {now_iso()} rank 0 of {env.world_size} on node {node} (pid {os.getpid()})", flush=True)
 
 
 def _preempt_signal() -> int | None:

@@ -21,6 +21,7 @@ LAYERS = {
     "console.gpus": 1,
     "console.placement": 2,
     "console.backends": 3, "console.backends.base": 3, "console.backends.local": 4, "console.backends.slurm": 4,
+    "console.backends.nodes": 4,  # node 0 and the joining nodes of a run started by hand: beside local
     "console.scheduler": 5, "console.launch": 5,  # launch: the old import path (a re-export)
 }
 

@@ -35,8 +35,19 @@ def test_the_section_becomes_submitit_parameters():
                  "slurm.cpus_per_task=8", "slurm.mem=16G", "slurm.account=lab", "slurm.qos=high",
                  "slurm.constraint=a100", "slurm.array_parallelism=3", "resources.nproc=4",
                  "slurm.extra={exclude: node3, mail_type: END}")
+    # several nodes: one task per node (its torchrun launcher), which gets the CPUs of its 4 ranks
     assert {key: got[key] for key in ("partition", "time", "nodes", "gpus_per_node", "cpus_per_task", "account",
                                       "qos", "constraint", "array_parallelism", "ntasks_per_node")} == {
-        "partition": "gpu", "time": 90, "nodes": 2, "gpus_per_node": 4, "cpus_per_task": 8, "account": "lab",
-        "qos": "high", "constraint": "a100", "array_parallelism": 3, "ntasks_per_node": 4}
+        "partition": "gpu", "time": 90, "nodes": 2, "gpus_per_node": 4, "cpus_per_task": 32, "account": "lab",
+        "qos": "high", "constraint": "a100", "array_parallelism": 3, "ntasks_per_node": 1}
     assert got["additional_parameters"] == {"exclude": "node3", "mail-type": "END", "mem": "16G"}
+
+
+def test_one_node_has_a_task_per_rank_with_its_cpus():
+    got = params("slurm.cpus_per_task=8", "resources.nproc=4")
+    assert (got["nodes"], got["ntasks_per_node"], got["cpus_per_task"]) == (1, 4, 8)
+
+
+def test_several_nodes_of_one_rank_each_need_no_cpu_request():
+    got = params("slurm.nodes=2")
+    assert (got["nodes"], got["ntasks_per_node"]) == (2, 1) and "cpus_per_task" not in got

@@ -13,6 +13,11 @@ the run's: PENDING and the other waiting states -> queued, RUNNING -> running, a
 that ended without the worker recording a final state -> killed (CANCELLED) or failed
 (TIMEOUT, PREEMPTED, NODE_FAIL, OUT_OF_MEMORY, FAILED, COMPLETED ...), the Slurm state kept
 in ``slurm_state`` and shown by ``ls`` and the console. ``kill`` is ``scancel``.
+
+``slurm.nodes`` N > 1 is one job on N nodes: one task per node, each a torchrun launcher of
+``resources.nproc`` ranks (c10d rendezvous on the first node; :mod:`.job`), world size N x nproc;
+``slurm.cpus_per_task`` is then the CPUs of each rank (the node's task gets nproc times as many).
+A partition with fewer than N nodes is refused before anything is created.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from console.runs import locked_status, relaunch
 
 from . import state as slurm_state
 from .job import SlurmWorker, preempt_signal_name
-from .shared_fs import check_shared
+from .shared_fs import check_shared, partition_nodes
 
 FOLDER = "slurm"  # under LOWRANK_HOME: submitit's sbatch scripts, pickles and job logs (%j = job id)
 ENV_KEYS = ("PYTHONPATH", "LOWRANK_HOME", "LOWRANK_WORKER", "OMP_NUM_THREADS", "LOWRANK_FAULT")
@@ -57,16 +62,22 @@ def signal_delay(time_min: int, wanted: int) -> int:
     return max(1, min(wanted, (time_min * 60 - LIMIT_CHECK_S) // 2))
 
 
+def run_shape(config: Mapping[str, Any]) -> tuple[int, int]:
+    """(nodes, ranks per node) of a run's job: ``slurm.nodes`` and ``resources.nproc``."""
+    return int((config.get("slurm") or {}).get("nodes") or 1), int((config.get("resources") or {}).get("nproc") or 1)
+
+
 def executor_parameters(config: Mapping[str, Any], run_name: str) -> dict[str, Any]:
-    """submitit SlurmExecutor parameters from a run's config (``slurm:`` and ``resources.nproc``)."""
+    """submitit SlurmExecutor parameters from a run's config (``slurm:`` and ``resources.nproc``):
+    one task per rank on one node; on several nodes one task per node (a torchrun launcher)."""
     slurm = dict(config.get("slurm") or {})
     time_min = int(slurm.get("time") or 60)
-    nproc = int((config.get("resources") or {}).get("nproc") or 1)
+    nodes, nproc = run_shape(config)
     extra = {str(key).replace("_", "-"): value for key, value in (slurm.get("extra") or {}).items()}
     if slurm.get("mem"):
         extra.setdefault("mem", slurm["mem"])  # as written (16G): submitit's own mem wants GB as a number
     params = {"job_name": f"lowrank-{run_name}"[:120], "time": time_min,
-              "nodes": int(slurm.get("nodes") or 1), "ntasks_per_node": nproc,
+              "nodes": nodes, "ntasks_per_node": nproc if nodes == 1 else 1,
               "signal_delay_s": signal_delay(time_min, int(slurm.get("signal_delay_s") or 120)),
               "array_parallelism": int(slurm.get("array_parallelism") or 64),
               "additional_parameters": extra}
@@ -75,6 +86,8 @@ def executor_parameters(config: Mapping[str, Any], run_name: str) -> dict[str, A
             params[key] = slurm[key]
     if slurm.get("gpus_per_node"):
         params["gpus_per_node"] = int(slurm["gpus_per_node"])
+    if nodes > 1 and (nproc > 1 or slurm.get("cpus_per_task")):  # the node's one task runs all its ranks
+        params["cpus_per_task"] = nproc * int(slurm.get("cpus_per_task") or 1)
     return params
 
 
@@ -91,7 +104,16 @@ class SlurmBackend(Backend):
 
         if not slurm_state.available():
             raise _unavailable()
-        check_shared(Path(home or lowrank_home()), (config.get("slurm") or {}).get("partition"))
+        partition = (config.get("slurm") or {}).get("partition")
+        nodes, _ = run_shape(config)
+        if nodes > 1:
+            names = partition_nodes(partition)
+            if names is not None and len(names) < nodes:
+                where = f"partition {partition}" if partition else "the default partition"
+                raise UserError(f"slurm.nodes is {nodes} but {where} has {len(names)} node(s) ({', '.join(names)})",
+                                key="slurm.nodes", hint=f"ask for at most {len(names)} (--nodes), or a partition with "
+                                                        f"more nodes (slurm.partition; `sinfo` lists them)")
+        check_shared(Path(home or lowrank_home()), partition)
 
     def start(self, run: RunDir, *, gpus: list[int] | None = None, resume: bool = False,
               extra_env: Mapping[str, str] | None = None) -> str:
@@ -135,12 +157,13 @@ class SlurmBackend(Backend):
         setup = [f"export {key}={shlex.quote(value)}" for key, value in sorted(env.items())]
         executor.update_parameters(setup=setup, **params)
         grace = max(5.0, params["signal_delay_s"] - 10.0)
+        nodes, nproc = run_shape(config)
         for run in runs:
             self._prepare(run, resume, folder)
         try:
             with executor.batch():
                 jobs = [executor.submit(SlurmWorker(str(run.path), resume=resume, python=sys.executable, env=env,
-                                                    grace_s=grace)) for run in runs]
+                                                    grace_s=grace, nodes=nodes, nproc=nproc)) for run in runs]
         except Exception as error:  # sbatch refused (bad partition, time over the limit, ...): say why
             message = str(error).strip().splitlines()
             detail = next((line for line in message if "error" in line.lower()), message[-1] if message else "")

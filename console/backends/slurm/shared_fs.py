@@ -59,6 +59,24 @@ def partition_hosts(partition: str | None) -> list[str] | None:
     return sorted(hosts) or None
 
 
+def partition_nodes(partition: str | None) -> list[str] | None:
+    """The node names of the partition (None: the default one), per ``sinfo``; None if unknown.
+    Several nodes may share a hostname (several slurmd on one host), so this is not
+    :func:`partition_hosts`."""
+    argv = ["sinfo", "--noheader", "--Node", "--format=%N|%P"]
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    wanted = {name.strip() for name in partition.split(",")} if partition else None
+    names = set()
+    for line in out.splitlines():
+        name, _, part = line.strip().partition("|")
+        if name and (part.endswith("*") if wanted is None else part.rstrip("*") in wanted):
+            names.add(name)
+    return sorted(names) or None
+
+
 def is_this_host(host: str) -> bool:
     """Whether a node's hostname names the machine this runs on."""
     mine = {socket.gethostname(), socket.getfqdn(), "localhost"}
@@ -72,14 +90,23 @@ def check_shared(home: Path, partition: str | None) -> str | None:
     hosts = partition_hosts(partition)
     if hosts and all(is_this_host(host) for host in hosts):
         return None  # the job runs on this machine: it sees this machine's files
+    return check_home_shared(home, "the Slurm job's nodes", "the job's nodes")
+
+
+def check_home_shared(home: Path, nodes: str, short: str | None = None, key: str = "LOWRANK_HOME") -> str | None:
+    """Refuse a home on a memory or node-local filesystem that other machines (``nodes``, e.g.
+    "the Slurm job's nodes") must read and write; a warning (or None) when it may be local.
+    The caller has decided that those machines are not this one."""
+    if os.environ.get(SHARED_ENV) == "1":
+        return None
     home = Path(home).resolve()
     kind = filesystem_type(home)
     where = f"{home} ({kind or 'unknown filesystem'})"
     if kind in LOCAL_ONLY_TYPES or any(str(home) == d or str(home).startswith(d + "/") for d in LOCAL_ONLY_DIRS):
-        raise UserError(f"LOWRANK_HOME {where} is local to this machine; the Slurm job's nodes cannot see it",
-                        key="LOWRANK_HOME", hint=f"set LOWRANK_HOME to a directory on a shared filesystem "
-                                                 f"(your cluster's home or project space), or {SHARED_ENV}=1 if it is shared")
+        raise UserError(f"LOWRANK_HOME {where} is local to this machine; {nodes} cannot see it",
+                        key=key, hint=f"set LOWRANK_HOME to a directory on a shared filesystem "
+                                      f"(your cluster's home or project space), or {SHARED_ENV}=1 if it is shared")
     if kind not in NETWORK_TYPES:
-        return (f"warning: LOWRANK_HOME {where} is not on a known network filesystem; the job's nodes must see "
+        return (f"warning: LOWRANK_HOME {where} is not on a known network filesystem; {short or nodes} must see "
                 f"it (set {SHARED_ENV}=1 to silence this)")
     return None
