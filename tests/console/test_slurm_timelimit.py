@@ -1,14 +1,15 @@
-"""A run longer than its Slurm time limit (1 minute): Slurm's signal before the limit stops the
-worker at a step, the job is requeued, and the next attempt resumes from the checkpoint until
-the run finishes; the history (``previous_attempts``) has one entry per requeue and
+"""A run longer than its Slurm time limit (1 minute), as a one-node job and as a job on two nodes
+(partition ``multi``: a torchrun launcher per node, the signal reaching every rank): Slurm's
+signal before the limit stops the worker at a step, the job is requeued, and the next attempt
+resumes from the checkpoint (with the same world size) until the run finishes; the history (``previous_attempts``) has one entry per requeue and
 metrics.jsonl one resumed start per attempt. Inherently 2-6 minutes: Slurm checks time
 limits every 30 s and signals once the limit is within signal_delay_s + 30 s (so each
 attempt trains 20-50 s here), and a requeued job waits ``cred_expire`` (10 s on the test
 cluster) before it starts again.
 
-So the run is submitted when collection ends (``start_early``, marker ``starts_early``: see
-tests/conftest.py) and this test, ordered last, checks it: those minutes overlap the rest
-of the suite. Run alone, the test submits it itself."""
+So both runs are submitted together when collection ends (``start_early``, marker
+``starts_early``: see tests/conftest.py) and these tests, ordered last, check them: those
+minutes overlap each other and the rest of the suite. Run alone, the tests submit them."""
 
 from __future__ import annotations
 
@@ -27,19 +28,25 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.starts_early]
 # on a quiet or faster machine, more than the longest attempt (50 s), so it always takes a requeue
 # (120 epochs finished in one attempt on CI's faster machine)
 EPOCHS = 360
+# two ranks on two nodes, gloo on the loopback, no sync_bn: 0.8 s an epoch on this box, so >= 100 s of
+# training where one attempt trains 20-50 s
+EPOCHS_TWO_NODES = 120
 ENDED = ("finished", "failed", "killed")
 
 
 class LimitRun:
     """The time-limited run, submitted to the real cluster with a LOWRANK_HOME of its own."""
 
-    def __init__(self) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="lowrank-slurm-limit-"))
+    def __init__(self, nodes: int = 1) -> None:
+        self.nodes = nodes
+        self.epochs = EPOCHS if nodes == 1 else EPOCHS_TWO_NODES
+        self.root = Path(tempfile.mkdtemp(prefix=f"lowrank-slurm-limit{nodes}-"))
         self.home = self.root / "home"
         self.env = slurm_env(self.home)
-        preset = write_preset(self.root, epochs=EPOCHS, num_train=4096, name="limit",
-                              slurm={"time": 1, "signal_delay_s": 10, "max_requeues": 12})
-        self.submitted = cli("run", str(preset), "--detach", "--json", env=self.env)
+        slurm = {"time": 1, "signal_delay_s": 10, "max_requeues": 12, **({"partition": "multi"} if nodes > 1 else {})}
+        preset = write_preset(self.root, epochs=self.epochs, num_train=4096, name=f"limit{nodes}", slurm=slurm)
+        self.submitted = cli("run", str(preset), "--detach", "--json", *(["--nodes", str(nodes)] if nodes > 1 else []),
+                             env=self.env)
         self.run_id = json.loads(self.submitted.stdout)["run_id"] if self.submitted.returncode == 0 else None
         self.row: dict | None = None
 
@@ -55,21 +62,36 @@ class LimitRun:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-STARTED: list[LimitRun] = []
+class LimitRuns:
+    """The one-node and the two-node run, submitted one right after the other."""
+
+    def __init__(self) -> None:
+        self.by_nodes = {nodes: LimitRun(nodes) for nodes in (1, 2)}
+
+    def wait_ended(self) -> None:
+        for run in self.by_nodes.values():
+            run.wait_ended()
+
+    def cleanup(self) -> None:
+        for run in self.by_nodes.values():
+            run.cleanup()
 
 
-def start_early() -> LimitRun:
+STARTED: list[LimitRuns] = []
+
+
+def start_early() -> LimitRuns:
     """Called by tests/conftest.py when collection ends: submit now, check at the end."""
-    STARTED.append(LimitRun())
+    STARTED.append(LimitRuns())
     return STARTED[-1]
 
 
-@pytest.fixture
-def limit_run():
-    if STARTED:  # submitted at collection's end; the conftest cleans it up
+@pytest.fixture(scope="module")
+def limit_runs():
+    if STARTED:  # submitted at collection's end; the conftest cleans them up
         yield STARTED[0]
         return
-    started = LimitRun()
+    started = LimitRuns()
     try:
         yield started
     finally:
@@ -77,8 +99,10 @@ def limit_run():
 
 
 @pytest.mark.timeout(780)
-def test_time_limit_requeues_and_resumes(limit_run):
-    home, run_id = limit_run.home, limit_run.run_id
+@pytest.mark.parametrize("nodes", [1, 2])
+def test_time_limit_requeues_and_resumes(limit_runs, nodes):
+    limit_run = limit_runs.by_nodes[nodes]
+    home, run_id, epochs = limit_run.home, limit_run.run_id, limit_run.epochs
     row = limit_run.wait_ended()
     recorded = status(home, run_id)
     assert row["state"] == "finished", (row, recorded.get("error"))
@@ -98,7 +122,13 @@ def test_time_limit_requeues_and_resumes(limit_run):
     assert [start["epoch"] for start in starts] == sorted(start["epoch"] for start in starts) and starts[-1]["epoch"] > 0
     assert [event["state"] for event in events if event["event"] == "end"] == ["preempted"] * len(history) + ["finished"]
     trained = [event["epoch"] for event in events if event["event"] == "epoch"]
-    assert trained[-1] == EPOCHS and sorted(set(trained)) == list(range(1, EPOCHS + 1))
+    assert trained[-1] == epochs and sorted(set(trained)) == list(range(1, epochs + 1))
+    if nodes > 1:  # every attempt ran on both nodes with the same world size
+        assert recorded["world_size"] == 2 and len(recorded["nodes"]) == 2
+        assert all(attempt["world_size"] == 2 and attempt["slurm_nodes"] == ["nodeA", "nodeB"] for attempt in history)
+        assert (home / "runs" / run_id / "output.log").read_text().count("rank 0 of 2 on node") == len(history) + 1
+    else:
+        assert all(attempt["world_size"] == 1 for attempt in history), history
 
     wait_left_queue(job)
     states = sacct_states(job)  # one accounting record per attempt

@@ -323,5 +323,7 @@ def _push_attempt(status: dict[str, Any], *, reason: str, exit_code: int | None 
                     "ended": now_iso(),
                     "exit_code": exit_code if exit_code is not None else status.get("exit_code"),
                     "error": status.get("error"), "reason": reason, "slurm_job_id": status.get("slurm_job_id"),
-                    "attempt": status.get("attempt")})
+                    "attempt": status.get("attempt"), "world_size": status.get("world_size") or 1,
+                    "slurm_nodes": status.get("slurm_nodes") or ([status["slurm_node"]] if status.get("slurm_node")
+                                                                 else None)})
     status["previous_attempts"] = history
