@@ -41,6 +41,7 @@ def show_text(info, status: dict) -> str:
     from lowrank.provenance import provenance_lines
 
     from console.commands.ls import duration
+    from console.ranks_text import ranks_line
     from console.safe_text import clean, clean_block
 
     def pct(value) -> str:
@@ -63,6 +64,9 @@ def show_text(info, status: dict) -> str:
                 "backend", "slurm_job_id", "slurm_state", "slurm_node"):
         if status.get(key) not in (None, "", []):
             rows.append((key.replace("_", " "), str(status[key])))
+    ranks = ranks_line(status)
+    if ranks:
+        rows.append(("ranks", ranks))
     provenance = provenance_lines(status.get("provenance"))
     rows += provenance or [("provenance", "not recorded (run created before provenance was kept)")]
     rows.append(("dir", info.path))

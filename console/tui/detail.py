@@ -13,6 +13,7 @@ from textual.widgets import Static, TabbedContent, TabPane
 
 from lowrank.provenance import provenance_lines
 
+from console.ranks_text import ranks_line
 from console.safe_text import clean, clean_block, visible
 
 from .curves import CurvesView
@@ -50,6 +51,10 @@ def status_text(record: Any) -> Text:
         if status.get(key) not in (None, "", []):
             out.append(field_label(label), style="dim")
             out.append(f"{clean(status[key])}\n")
+    ranks = ranks_line(status)
+    if ranks:
+        out.append(field_label("ranks"), style="dim")
+        out.append(f"{clean(ranks)}\n")
     for label, value in provenance_lines(status.get("provenance")):  # what code ran (lowrank/provenance.py)
         out.append(field_label(label), style="dim")
         out.append(f"{clean(value)}\n")

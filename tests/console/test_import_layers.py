@@ -17,7 +17,7 @@ CONSOLE = Path(__file__).resolve().parents[2] / "console"
 
 # lower number = lower layer; a module may import only its own layer or lower ones
 LAYERS = {
-    "console.runs": 0, "console.safe_text": 0, "console.run_ids": 0,
+    "console.runs": 0, "console.safe_text": 0, "console.ranks_text": 0, "console.run_ids": 0,
     "console.gpus": 1,
     "console.placement": 2,
     "console.backends": 3, "console.backends.base": 3, "console.backends.local": 4, "console.backends.slurm": 4,

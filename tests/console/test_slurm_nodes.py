@@ -109,3 +109,5 @@ def test_two_node_job_kill_resume_equal_one_process(home, tmp_path, slurm_home):
     assert len(losses) == 4 and losses == pytest.approx(reference, abs=1e-4)
     assert (run_dir / "output.node0.log").exists() and (run_dir / "output.node1.log").exists()
     assert "rank 0 of 2" in (run_dir / "output.log").read_text()
+    shown = cli("show", run_id, env=env).stdout
+    assert "2 ranks on 2 nodes: node" in shown, shown
