@@ -93,7 +93,7 @@ def test_nodes_zero_and_nodes_on_a_local_run(refused):
     assert "--nodes 2" in line and "backend is local" in line and "--backend slurm" in line, line
     line = refused("compare", QUICK, "--methods", "dense", "--nodes", "2")
     assert "--nodes 2" in line and "backend is local" in line, line
-    line = refused("tune", QUICK, "--space", "train.lr=loguniform(0.01,0.1)", "--trials", "2", "--nodes", "2")
+    line = refused("tune", QUICK, "--space", "train.lr=log:0.01:0.1", "--trials", "2", "--nodes", "2")
     assert "--nodes 2" in line and "--backend slurm" in line, line
     assert "at least 1" in refused("compare", QUICK, "--methods", "dense", "--backend", "slurm", "--nodes", "0")
 
@@ -126,4 +126,21 @@ def test_more_nodes_than_the_partition_has_submits_nothing(refused, tmp_path):
     assert "slurm.nodes is 3" in line and "partition multi has 2 node(s) (nodeA, nodeB)" in line, line
     line = refused("compare", str(preset), "--methods", "dense", "--backend", "slurm", "--nodes", "3")
     assert "slurm.nodes is 3" in line, line
+    line = refused("tune", str(preset), "--space", "train.lr=log:0.01:0.1", "--trials", "2", "--backend", "slurm",
+                   "--nodes", "3")
+    assert "slurm.nodes is 3" in line and "partition multi has 2 node(s)" in line, line
     assert queued() == before
+
+
+def test_a_sweep_on_two_nodes_plans_every_run_with_slurm_nodes(tmp_path, monkeypatch, capsys):
+    """``compare --nodes 2 --backend slurm --dry-run``: every planned run carries slurm.nodes=2."""
+    import json
+
+    monkeypatch.setenv("LOWRANK_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(sys, "argv", ["lowrank", "compare", QUICK, "--methods", "dense,generic", "--budgets", "0.5",
+                                      "--backend", "slurm", "--nodes", "2", "--dry-run", "--json"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code in (0, None)
+    plan = json.loads(capsys.readouterr().out)
+    assert "slurm.nodes=2" in plan["overrides"] and not (tmp_path / "home").exists()
