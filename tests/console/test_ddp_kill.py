@@ -15,8 +15,8 @@ from lowrank.config import load
 from lowrank.rundir import RunDir
 
 from console.backends.local import kill_run, start_worker
-from console.runs import RUN_ENV
 from fake_worker import wait_for
+from process_helpers import marked_processes as tagged
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,18 +26,6 @@ LONG = [  # epochs of 256 steps, 2 loader workers per rank: alive while the run 
     "data.workers=2", "train.epochs=50", "train.device=cpu", "train.sync_bn=true", "resources.nproc=2",
     "log.step_every=4",
 ]
-
-
-def tagged(run_id: str) -> list[int]:
-    """Live processes whose environment carries the run's id (every process it started)."""
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get(RUN_ENV) == run_id and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc.pid)
-        except psutil.Error:
-            continue
-    return found
 
 
 @pytest.mark.slow

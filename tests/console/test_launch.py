@@ -19,6 +19,7 @@ from lowrank.rundir import RunDir
 from console.launch import RUN_ENV, kill_run, relaunch, run_processes, start_worker, worker_process
 from console.runs import RunStore
 from fake_worker import children_of, fake_config, gone, wait_for
+from process_helpers import marked_processes
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,18 +32,6 @@ def identities(pids) -> dict[int, float]:
         except psutil.NoSuchProcess:
             pass
     return out
-
-
-def marked_processes(run_id: str) -> list[int]:
-    """Live processes (not zombies) anywhere on the host carrying the run's marker."""
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get(RUN_ENV) == run_id and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc.pid)
-        except psutil.Error:
-            continue
-    return found
 
 
 @pytest.mark.subprocess

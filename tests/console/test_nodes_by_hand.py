@@ -20,7 +20,7 @@ import psutil
 import pytest
 import yaml
 
-from console.runs import RUN_ENV
+from process_helpers import marked_processes as tagged
 
 pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 REPO = Path(__file__).resolve().parents[2]
@@ -30,18 +30,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def tagged(run_id: str) -> list[int]:
-    """Live processes whose environment carries the run's id (every process either node started)."""
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get(RUN_ENV) == run_id and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc.pid)
-        except psutil.Error:
-            continue
-    return found
 
 
 def events(run_dir: Path, kind: str) -> list[dict]:

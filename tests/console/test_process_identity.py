@@ -17,23 +17,13 @@ from typer.testing import CliRunner
 
 from lowrank.rundir import RunDir, now_iso
 
-from console.launch import RUN_ENV, kill_run, start_worker, worker_process
+from console.launch import kill_run, start_worker, worker_process
 from console.runs import RunStore, identity_fields, start_ticks
 from console.scheduler import scheduler_running, submit
 from fake_worker import fake_config, gone, wait_for
+from process_helpers import marked_processes as carriers
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def carriers(run_id: str) -> list[int]:
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get(RUN_ENV) == run_id and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc.pid)
-        except psutil.Error:
-            continue
-    return found
 
 
 def test_start_ticks_are_proc_stat_field_22():

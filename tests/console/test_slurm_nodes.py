@@ -15,21 +15,10 @@ import time
 import psutil
 import pytest
 
-from console.runs import RUN_ENV
 from slurm_helpers import cli, status, wait_left_queue, wait_state, write_preset
+from process_helpers import marked_processes as tagged
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
-
-
-def tagged(run_id: str) -> list[int]:
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get(RUN_ENV) == run_id and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc.pid)
-        except psutil.Error:
-            continue
-    return found
 
 
 def sacct_allocation(job: str) -> dict[str, str]:
