@@ -83,8 +83,9 @@ def test_two_nodes_by_hand_kill_resume_equal_one_process(tmp_path, home, env):
     time.sleep(1.0)
     node0 = lowrank("run", str(preset), "--node-rank", "0", *hand, env=env)
     runs = home / "runs"
-    run_dir = wait_for(lambda: [path for path in runs.glob("*") if path.name != one["run_id"]] if runs.is_dir()
-                       else None, 60, "node 0's run")[0]
+    # the run directory once its status.json is there (RunDir.create makes the directory first)
+    run_dir = wait_for(lambda: [path for path in runs.glob("*") if path.name != one["run_id"]
+                                and (path / "status.json").exists()], 60, "node 0's run")[0]
     run_id = run_dir.name
 
     # mid-epoch: a step event of the second epoch, once every rank recorded itself
