@@ -147,6 +147,19 @@ def _reap(run: RunDir, proc: subprocess.Popen) -> None:
                           f"worker exited with {how} without recording a final state (see {LOG_FILE})")
 
 
+def worker_environment(run: RunDir, gpus: list[int] | None,
+                       extra_env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment a launcher gives the run's worker (or torchrun): the run's id, its home,
+    unbuffered output, and ``gpus`` as CUDA_VISIBLE_DEVICES (None: inherited); ``extra_env`` last."""
+    env = dict(os.environ)
+    env.update({"PYTHONUNBUFFERED": "1", RUN_ENV: run.run_id, "LOWRANK_HOME": str(run.home),
+                "CUDA_DEVICE_ORDER": "PCI_BUS_ID"})
+    if gpus is not None:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(index) for index in gpus)
+    env.update(extra_env or {})
+    return env
+
+
 def start_worker(run: RunDir, *, gpus: list[int] | None = None, resume: bool = False,
                  python: str = sys.executable, extra_env: Mapping[str, str] | None = None,
                  worker: str | None = None, rendezvous: Any = None) -> int:
@@ -161,12 +174,7 @@ def start_worker(run: RunDir, *, gpus: list[int] | None = None, resume: bool = F
     run = RunDir(Path(run.path).resolve())
     if gpus is None:
         gpus = _choose_gpus(run)
-    env = dict(os.environ)
-    env.update({"PYTHONUNBUFFERED": "1", RUN_ENV: run.run_id, "LOWRANK_HOME": str(run.home),
-                "CUDA_DEVICE_ORDER": "PCI_BUS_ID"})
-    if gpus is not None:
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(index) for index in gpus)
-    env.update(extra_env or {})
+    env = worker_environment(run, gpus, extra_env)
     nproc = run_nproc(run)
     command = worker_command(run, resume=resume, python=python, worker=worker, nproc=nproc, rendezvous=rendezvous)
     if rendezvous is not None:

@@ -198,15 +198,9 @@ def join(run: RunDir, rendezvous: Rendezvous, *, nproc: int, resume: bool = Fals
          python: str = sys.executable, extra_env: Mapping[str, str] | None = None) -> subprocess.Popen:
     """Start this node's torchrun for ``run`` (node rank > 0) in its own session; nothing is
     written but ``output.node<R>.log``. Returns the agent's process (the caller waits for it)."""
-    from console.backends.local import worker_command
-    from console.runs import RUN_ENV
+    from console.backends.local import worker_command, worker_environment
 
-    env = dict(os.environ)
-    env.update({"PYTHONUNBUFFERED": "1", RUN_ENV: run.run_id, "LOWRANK_HOME": str(run.home),
-                "CUDA_DEVICE_ORDER": "PCI_BUS_ID"})
-    if gpus is not None:
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(index) for index in gpus)
-    env.update(extra_env or {})
+    env = worker_environment(run, gpus, extra_env)
     command = worker_command(run, resume=resume, python=python, nproc=nproc, rendezvous=rendezvous)
     with open(run.file(rendezvous.log_name()), "ab") as log:
         log.write(f"\n=== {now_iso()} node {rendezvous.node_rank}/{rendezvous.nnodes} on {socket.gethostname()} "
